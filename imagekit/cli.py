@@ -1,0 +1,110 @@
+"""The `imagekit` command: a thin layer over the Python API."""
+
+import argparse
+import signal
+import sys
+from pathlib import Path
+from typing import NoReturn
+
+from imagekit import doctor, host
+from imagekit.builders import dib
+from imagekit.config import DEFAULT_CONFIG, load_config
+from imagekit.errors import ImagekitError, UserError
+from imagekit.roles import ROLES, resolve_roles
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but usage errors are one line and exit 2 like every bad input."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UserError(f"{message} (see: {self.prog} --help)")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="imagekit",
+        description="Build golden OpenStack images of the lb, web, dns and db roles.",
+    )
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help=f"configuration file (default: {DEFAULT_CONFIG})",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    build = commands.add_parser(
+        "build",
+        help="build role images with diskimage-builder",
+        description="Build the golden image of each ROLE (or all) into OUTPUT/ROLE/BUILD_ID/.",
+    )
+    build.add_argument("roles", nargs="+", metavar="ROLE", help=f"{', '.join(ROLES)} or all")
+    build.add_argument(
+        "--no-install",
+        action="store_true",
+        help="fail instead of installing missing host packages with apt",
+    )
+
+    check = commands.add_parser(
+        "doctor",
+        help="check the builder host (and install what is missing)",
+        description="Say what builds need that this host lacks; --fix installs it with apt.",
+    )
+    check.add_argument("--fix", action="store_true", help="apt-get install what is missing")
+    return parser
+
+
+def _build(args: argparse.Namespace) -> int:
+    roles = resolve_roles(args.roles)
+    config = load_config(args.config)
+    config.resolved_mirrors()  # a config problem is exit 2 before anything installs
+    installed = host.ensure_build_requirements(install=not args.no_install)
+    if installed:
+        print(f"installed host packages: {' '.join(installed)}", file=sys.stderr)
+    failed = []
+    for role in roles:
+        try:
+            build_dir = dib.build(config, role)
+        except ImagekitError as err:
+            print(f"imagekit: {err}", file=sys.stderr)
+            failed.append(role)
+        else:
+            print(build_dir / f"{role}.qcow2")
+    if failed:
+        raise ImagekitError(f"{len(failed)} of {len(roles)} builds failed: {', '.join(failed)}")
+    return 0
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    found = doctor.checks(args.config)
+    packages = doctor.missing_packages(found)
+    if args.fix and packages:
+        host.install_packages(packages)
+        print(f"installed: {' '.join(packages)}")
+        found = doctor.checks(args.config)
+    for check in found:
+        print(f"{check.status:8} {check.name:18} {check.detail}")
+    bad = [c for c in found if c.status in ("missing", "error")]
+    if bad and not args.fix and doctor.missing_packages(found):
+        print("run 'imagekit doctor --fix' to install what is missing")
+    return 1 if bad else 0
+
+
+def _terminate(signum: int, frame: object) -> NoReturn:
+    # SIGTERM unwinds like Ctrl-C, so every cleanup path runs.
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    signal.signal(signal.SIGTERM, _terminate)
+    try:
+        args = _parser().parse_args(argv)
+        handler = {"build": _build, "doctor": _doctor}[args.command]
+        return handler(args)
+    except ImagekitError as err:
+        print(f"imagekit: error: {err}", file=sys.stderr)
+        return err.exit_status
+    except KeyboardInterrupt:
+        print("imagekit: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,157 @@
+"""imagekit.yaml: one validated model of everything a build needs."""
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
+
+from imagekit.errors import UserError
+from imagekit.mirrors import host_debian_mirrors
+from imagekit.roles import CHECKOUT
+from imagekit.sshkeys import KEY_TYPES, PublicKey, parse_public_keys
+
+DEFAULT_CONFIG = CHECKOUT / "imagekit.yaml"
+
+PackageName = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9+.-]+$")]
+Role = Literal["lb", "web", "dns", "db"]
+
+
+@dataclass(frozen=True)
+class KeySource:
+    """One `ssh_keys` entry: an inline key or a file of keys, already parsed."""
+
+    origin: str
+    keys: tuple[PublicKey, ...]
+
+
+def _load_key_source(value: Any, info: ValidationInfo) -> KeySource:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError("expected a public key ('ssh-ed25519 AAAA...') or a path to a .pub file")
+    text = value.strip()
+    origin = "inline key"
+    inline = "\n" in text or "PRIVATE KEY" in text or text.split(None, 1)[0] in KEY_TYPES
+    if not inline:
+        path = Path(text).expanduser()
+        if not path.is_absolute():
+            path = (info.context or {}).get("base_dir", Path.cwd()) / path
+        if not path.is_file():
+            raise ValueError(f"key file not found: {path}")
+        origin, text = str(path), path.read_text(errors="replace")
+    try:
+        return KeySource(origin, tuple(parse_public_keys(text)))
+    except ValueError as err:
+        raise ValueError(f"{origin}: {err}") from None
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+
+
+class Mirrors(StrictModel):
+    """Debian archive and security mirrors; unset means "what the host uses"."""
+
+    main: str | None = Field(default=None, pattern=r"^(https?|file)://\S+$")
+    security: str | None = Field(default=None, pattern=r"^(https?|file)://\S+$")
+
+
+class RoleSettings(StrictModel):
+    packages: list[PackageName] = []
+
+
+class Config(StrictModel):
+    distribution: Literal["debian"] = "debian"
+    release: str = Field(default="bookworm", pattern=r"^[a-z]+$")
+    architecture: Literal["amd64"] = "amd64"
+    mirrors: Mirrors = Mirrors()
+    admin_user: str = Field(default="admin", pattern=r"^[a-z_][a-z0-9_-]{0,31}$")
+    ssh_keys: list[Annotated[KeySource, BeforeValidator(_load_key_source)]] = Field(min_length=1)
+    packages: list[PackageName] = []
+    roles: dict[Role, RoleSettings] = {}
+    output_dir: Path = Path("images")
+    cache_dir: Path = Path("cache")
+    source: Path = Field(default=DEFAULT_CONFIG, exclude=True)
+
+    @field_validator("admin_user")
+    @classmethod
+    def _not_root(cls, value: str) -> str:
+        if value == "root":
+            raise ValueError("the admin user may not be root (root logins are refused)")
+        return value
+
+    @field_validator("output_dir", "cache_dir")
+    @classmethod
+    def _absolute(cls, value: Path, info: ValidationInfo) -> Path:
+        base: Path = (info.context or {}).get("base_dir", Path.cwd())
+        return (base / value.expanduser()).resolve()
+
+    @property
+    def public_keys(self) -> list[PublicKey]:
+        return [key for source in self.ssh_keys for key in source.keys]
+
+    def role_packages(self, role: str) -> list[str]:
+        """The shared packages, then the role's own, without repeats."""
+        extra = self.roles[role].packages if role in self.roles else []  # type: ignore[index]
+        return list(dict.fromkeys([*self.packages, *extra]))
+
+    def resolved_mirrors(self) -> tuple[str, str]:
+        """(main, security): configured, or else read from the host's apt sources."""
+        host_main, host_security = host_debian_mirrors()
+        main = self.mirrors.main or host_main
+        security = self.mirrors.security or host_security
+        if main is None or security is None:
+            missing = "mirrors.main" if main is None else "mirrors.security"
+            raise UserError(
+                f"{self.source}: {missing}: not set and not found in the host's apt sources "
+                "(/etc/apt/sources.list*); set it in the config"
+            )
+        return main, security
+
+
+def load_config(path: Path | None = None) -> Config:
+    """Read and validate a config file; any problem is a one-line UserError."""
+    path = (path or DEFAULT_CONFIG).expanduser()
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise UserError(f"{path}: config file not found") from None
+    except OSError as err:
+        raise UserError(f"{path}: cannot read config: {err.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise UserError(f"{where}: malformed YAML: {problem}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: the config must be a mapping of keys to values")
+    data = {**data, "source": path.resolve()}
+    try:
+        return Config.model_validate(data, context={"base_dir": path.resolve().parent})
+    except ValidationError as err:
+        raise UserError(f"{path}: {_first_problem(err)}") from None
+
+
+def _first_problem(err: ValidationError) -> str:
+    problem = err.errors()[0]
+    where = ""
+    for part in problem["loc"]:
+        where += f"[{part}]" if isinstance(part, int) else f".{part}" if where else str(part)
+    message = {
+        "extra_forbidden": "unknown key",
+        "missing": "required key is missing",
+    }.get(problem["type"], problem["msg"].removeprefix("Value error, "))
+    more = f" (and {err.error_count() - 1} more problems)" if err.error_count() > 1 else ""
+    return f"{where}: {message}{more}" if where else f"{message}{more}"

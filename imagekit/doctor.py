@@ -1,0 +1,50 @@
+"""`imagekit doctor`: what the builder host has, lacks, and how builds will run."""
+
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+from imagekit import host
+from imagekit.config import load_config
+from imagekit.errors import ImagekitError
+
+
+@dataclass(frozen=True)
+class Check:
+    status: str  # "ok", "missing", "info" or "error"
+    name: str
+    detail: str
+
+
+def checks(config_path: Path | None = None) -> list[Check]:
+    found: list[Check] = []
+    for req in host.BUILD_REQUIREMENTS:
+        path = host.which(req.command)
+        found.append(
+            Check("ok", req.command, path)
+            if path
+            else Check("missing", req.command, f"apt package {req.package}: {req.why}")
+        )
+    if host.has_device_mapper():
+        found.append(Check("ok", "device-mapper", "kernel support present"))
+    else:
+        found.append(
+            Check("info", "device-mapper", f"absent: builds use partx stand-ins ({host.SHIM_DIR})")
+        )
+    try:
+        found.append(Check("ok", "diskimage-builder", version("diskimage-builder")))
+    except PackageNotFoundError:
+        found.append(Check("missing", "diskimage-builder", "pip install -e . in the checkout"))
+    try:
+        config = load_config(config_path)
+        main, security = config.resolved_mirrors()
+        found.append(Check("ok", "config", f"{config.source}"))
+        found.append(Check("ok", "mirrors", f"main {main}, security {security}"))
+    except ImagekitError as err:
+        found.append(Check("error", "config", str(err)))
+    return found
+
+
+def missing_packages(found: list[Check]) -> list[str]:
+    by_command = {req.command: req.package for req in host.BUILD_REQUIREMENTS}
+    return sorted({by_command[c.name] for c in found if c.status == "missing" and c.name in by_command})

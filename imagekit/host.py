@@ -1,0 +1,83 @@
+"""The builder host: what builds need on it, and installing what is missing."""
+
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from imagekit.errors import ImagekitError
+
+# Stand-ins for kpartx/dmsetup (and a sudo that reaches them) on hosts
+# without device-mapper.
+SHIM_DIR = Path(__file__).resolve().parent / "hostshims"
+SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+@dataclass(frozen=True)
+class Requirement:
+    command: str
+    package: str
+    why: str
+
+
+BUILD_REQUIREMENTS: tuple[Requirement, ...] = (
+    Requirement("debootstrap", "debootstrap", "bootstraps the Debian root file system"),
+    Requirement("qemu-img", "qemu-utils", "writes the qcow2 image"),
+    Requirement("sgdisk", "gdisk", "partitions the disk"),
+    Requirement("kpartx", "kpartx", "maps partitions (device-mapper hosts)"),
+    Requirement("partx", "util-linux", "maps partitions (hosts without device-mapper)"),
+    Requirement("losetup", "mount", "attaches the disk image"),
+    Requirement("mkfs.ext4", "e2fsprogs", "makes the root file system"),
+    Requirement("mkfs.vfat", "dosfstools", "makes EFI file systems"),
+    Requirement("mksquashfs", "squashfs-tools", "used by diskimage-builder"),
+    Requirement("sudo", "sudo", "diskimage-builder runs its steps through sudo"),
+    Requirement("git", "git", "records the checkout's commit in manifests"),
+)
+
+
+def which(command: str) -> str | None:
+    path = os.environ.get("PATH", "") + ":" + SYSTEM_PATH
+    return shutil.which(command, path=path)
+
+
+def missing(requirements: tuple[Requirement, ...] = BUILD_REQUIREMENTS) -> list[Requirement]:
+    return [req for req in requirements if which(req.command) is None]
+
+
+def has_device_mapper(proc_misc: Path = Path("/proc/misc")) -> bool:
+    """True when the kernel offers device-mapper (kpartx/dmsetup work)."""
+    try:
+        return "device-mapper" in proc_misc.read_text().split()
+    except OSError:
+        return False
+
+
+def install_packages(packages: list[str]) -> None:
+    """apt-get install, as root; the error names what failed."""
+    if not packages:
+        return
+    if os.geteuid() != 0:
+        raise ImagekitError(
+            "missing host packages; as root run: apt-get install " + " ".join(packages)
+        )
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for command in (
+        ["apt-get", "update", "-qq"],
+        ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *packages],
+    ):
+        result = subprocess.run(command, env=env, capture_output=True, text=True)
+        if result.returncode != 0:
+            last = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["?"]
+            raise ImagekitError(f"'{' '.join(command)}' failed: {last[0]}")
+
+
+def ensure_build_requirements(install: bool = True) -> list[str]:
+    """Install what builds need; returns the packages it installed."""
+    packages = sorted({req.package for req in missing()})
+    if packages and not install:
+        raise ImagekitError(
+            "missing host packages: " + " ".join(packages) + " (run: imagekit doctor --fix)"
+        )
+    install_packages(packages)
+    return packages

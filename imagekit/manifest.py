@@ -1,0 +1,139 @@
+"""The JSON manifest beside each built image, and finding builds on disk."""
+
+import hashlib
+import json
+import subprocess
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel
+
+from imagekit.roles import CHECKOUT
+
+MANIFEST = "manifest.json"
+
+
+class Source(BaseModel):
+    commit: str | None
+    dirty: bool
+
+
+class ImageFile(BaseModel):
+    file: str
+    format: str
+    size_bytes: int
+    virtual_size_bytes: int
+    sha256: str
+
+
+class Package(BaseModel):
+    name: str
+    version: str
+    arch: str
+
+
+class Manifest(BaseModel):
+    role: str
+    build_id: str
+    status: Literal["building", "built", "failed"]
+    created: str
+    finished: str | None = None
+    duration_s: float | None = None
+    builder: str = "diskimage-builder"
+    builder_version: str
+    source: Source
+    distribution: str
+    release: str
+    architecture: str
+    elements: list[str]
+    admin_user: str
+    ssh_key_fingerprints: list[str]
+    log: str = "build.log"
+    error: str | None = None
+    image: ImageFile | None = None
+    packages: list[Package] = []
+
+    def write(self, build_dir: Path) -> None:
+        tmp = build_dir / (MANIFEST + ".tmp")
+        tmp.write_text(self.model_dump_json(indent=2) + "\n")
+        tmp.replace(build_dir / MANIFEST)
+
+    @classmethod
+    def read(cls, build_dir: Path) -> "Manifest":
+        return cls.model_validate_json((build_dir / MANIFEST).read_text())
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def new_build_id(role_dir: Path) -> str:
+    """A sortable UTC timestamp; a suffix if one second saw two builds."""
+    base = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    build_id, n = base, 1
+    while (role_dir / build_id).exists():
+        build_id, n = f"{base}-{n}", n + 1
+    return build_id
+
+
+def git_source(checkout: Path = CHECKOUT) -> Source:
+    def git(*args: str) -> str | None:
+        result = subprocess.run(["git", "-C", str(checkout), *args], capture_output=True, text=True)
+        return result.stdout.strip() if result.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return Source(commit=commit, dirty=bool(status))
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(4 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def describe_image(path: Path) -> ImageFile:
+    info = json.loads(
+        subprocess.run(
+            ["qemu-img", "info", "--output=json", str(path)],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+    )
+    return ImageFile(
+        file=path.name,
+        format=info["format"],
+        size_bytes=path.stat().st_size,
+        virtual_size_bytes=info["virtual-size"],
+        sha256=sha256_file(path),
+    )
+
+
+def read_dpkg_manifest(path: Path) -> list[Package]:
+    """DIB's dpkg manifest, keeping only installed packages (not removed ones)."""
+    data = json.loads(path.read_text())
+    return [
+        Package(name=p["package"], version=p["version"], arch=p["arch"])
+        for p in data["packages"]
+        if p.get("status", "").startswith("ii")
+    ]
+
+
+def builds(output_dir: Path, role: str) -> list[Path]:
+    """Build directories of a role, oldest first."""
+    role_dir = output_dir / role
+    if not role_dir.is_dir():
+        return []
+    return sorted(p for p in role_dir.iterdir() if (p / MANIFEST).is_file())
+
+
+def latest_build(output_dir: Path, role: str) -> Path | None:
+    """The newest build of a role that finished with an image."""
+    for build_dir in reversed(builds(output_dir, role)):
+        if Manifest.read(build_dir).status == "built":
+            return build_dir
+    return None
