@@ -77,8 +77,8 @@ class Config(StrictModel):
     ssh_keys: list[Annotated[KeySource, BeforeValidator(_load_key_source)]] = Field(min_length=1)
     packages: list[PackageName] = []
     roles: dict[Role, RoleSettings] = {}
-    output_dir: Path = Path("images")
-    cache_dir: Path = Path("cache")
+    output_dir: Path = Field(default=Path("images"), validate_default=True)
+    cache_dir: Path = Field(default=Path("cache"), validate_default=True)
     source: Path = Field(default=DEFAULT_CONFIG, exclude=True)
 
     @field_validator("admin_user")
@@ -100,7 +100,7 @@ class Config(StrictModel):
 
     def role_packages(self, role: str) -> list[str]:
         """The shared packages, then the role's own, without repeats."""
-        extra = self.roles[role].packages if role in self.roles else []  # type: ignore[index]
+        extra = self.roles[role].packages if role in self.roles else []
         return list(dict.fromkeys([*self.packages, *extra]))
 
     def resolved_mirrors(self) -> tuple[str, str]:

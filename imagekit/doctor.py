@@ -47,4 +47,6 @@ def checks(config_path: Path | None = None) -> list[Check]:
 
 def missing_packages(found: list[Check]) -> list[str]:
     by_command = {req.command: req.package for req in host.BUILD_REQUIREMENTS}
-    return sorted({by_command[c.name] for c in found if c.status == "missing" and c.name in by_command})
+    return sorted(
+        {by_command[c.name] for c in found if c.status == "missing" and c.name in by_command}
+    )

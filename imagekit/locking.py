@@ -24,7 +24,9 @@ class Lock:
         except BlockingIOError:
             holder = os.read(fd, 64).decode(errors="replace").strip() or "?"
             os.close(fd)
-            raise BusyError(f"{self.what} is already running (pid {holder}, lock {self.path})")
+            raise BusyError(
+                f"{self.what} is already running (pid {holder}, lock {self.path})"
+            ) from None
         os.ftruncate(fd, 0)
         os.write(fd, str(os.getpid()).encode())
         self._fd = fd

@@ -1,0 +1,67 @@
+"""The CLI's contract: one line and exit status 2 for bad input, --help everywhere."""
+
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from imagekit.cli import main
+
+WriteConfig = Callable[[str], Path]
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "imagekit", *args], capture_output=True, text=True, timeout=60
+    )
+
+
+@pytest.mark.parametrize("args", [[], ["build"], ["doctor"]])
+def test_help_on_every_command(args: list[str]) -> None:
+    result = run(*args, "--help")
+    assert result.returncode == 0
+    assert result.stdout.startswith("usage: imagekit")
+
+
+def _assert_one_line_exit_2(result: subprocess.CompletedProcess[str], text: str) -> None:
+    assert result.returncode == 2, result.stderr
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert text in lines[0]
+
+
+def test_unknown_role() -> None:
+    _assert_one_line_exit_2(run("build", "mail"), "unknown role 'mail'")
+
+
+def test_unknown_command() -> None:
+    _assert_one_line_exit_2(run("frobnicate"), "invalid choice")
+
+
+def test_malformed_yaml(write_config: WriteConfig) -> None:
+    path = write_config("ssh_keys: [{key}\n")
+    _assert_one_line_exit_2(run("--config", str(path), "build", "web"), "malformed YAML")
+
+
+def test_missing_key_file(write_config: WriteConfig) -> None:
+    path = write_config("ssh_keys: [nowhere.pub]\n")
+    _assert_one_line_exit_2(run("--config", str(path), "build", "web"), "key file not found")
+
+
+def test_private_key_as_public(write_config: WriteConfig, public_key: Path) -> None:
+    path = write_config(f"ssh_keys: [{public_key.with_suffix('')}]\n")
+    _assert_one_line_exit_2(run("--config", str(path), "build", "web"), "private key")
+
+
+def test_unknown_key(write_config: WriteConfig) -> None:
+    path = write_config("ssh_keys: [{key}]\nrelase: bookworm\n")
+    _assert_one_line_exit_2(run("--config", str(path), "build", "all"), "relase: unknown key")
+
+
+def test_main_is_callable_from_python(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["build", "nope"]) == 2
+    assert "unknown role 'nope'" in capsys.readouterr().err
