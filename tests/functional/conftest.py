@@ -1,0 +1,69 @@
+"""Functional tests: real diskimage-builder builds on this host (root needed).
+
+Each role image is built once per test session and shared; DIB's cache lives
+in the checkout's build/cache so that local re-runs are warm (CI starts clean).
+"""
+
+import os
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from imagekit import host
+from imagekit.builders import dib
+from imagekit.config import Config, load_config
+from imagekit.roles import CHECKOUT
+
+CACHE_DIR = Path(os.environ.get("IMAGEKIT_TEST_CACHE", CHECKOUT / "build" / "cache"))
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        item.add_marker(pytest.mark.functional)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def builder_host() -> None:
+    if os.geteuid() != 0:
+        pytest.fail("functional tests build images for real and need root")
+    host.ensure_build_requirements(install=True)
+
+
+@pytest.fixture(scope="session")
+def key_pair(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A throwaway key pair; returns the private key path (the .pub is beside it)."""
+    path = tmp_path_factory.mktemp("keys") / "id_ed25519"
+    cmd = ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "functional@imagekit", "-f"]
+    subprocess.run([*cmd, str(path)], check=True)
+    return path
+
+
+@pytest.fixture(scope="session")
+def make_config(tmp_path_factory: pytest.TempPathFactory, key_pair: Path) -> Callable[..., Path]:
+    """Write a config with its own output dir and the shared cache; returns its path."""
+
+    def make(extra: str = "") -> Path:
+        directory = tmp_path_factory.mktemp("config")
+        path = directory / "imagekit.yaml"
+        path.write_text(
+            f"ssh_keys: ['{key_pair}.pub']\n"
+            "packages: [ca-certificates, curl, less, vim-tiny]\n"
+            f"output_dir: {directory / 'images'}\n"
+            f"cache_dir: {CACHE_DIR}\n" + extra
+        )
+        return path
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def config(make_config: Callable[..., Path]) -> Config:
+    return load_config(make_config())
+
+
+@pytest.fixture(scope="session")
+def web_build(config: Config) -> Path:
+    """The web image, built once per session through the Python API."""
+    return dib.build(config, "web")

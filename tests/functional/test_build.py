@@ -1,0 +1,96 @@
+"""`imagekit build` for real: the image, its manifest, what is (not) inside it."""
+
+import hashlib
+import json
+import subprocess
+from pathlib import Path
+
+from imagekit.config import Config
+from imagekit.manifest import Manifest
+from imagekit.roles import CHECKOUT
+from tests.functional.imagefs import mounted_root
+
+
+def test_manifest_matches_the_image(web_build: Path) -> None:
+    manifest = Manifest.read(web_build)
+    assert manifest.status == "built"
+    assert manifest.role == "web"
+    assert manifest.build_id == web_build.name
+    assert manifest.image is not None
+    image = web_build / manifest.image.file
+
+    sha256 = hashlib.sha256(image.read_bytes()).hexdigest()
+    assert manifest.image.sha256 == sha256
+    assert (web_build / "web.qcow2.sha256").read_text() == f"{sha256}  web.qcow2\n"
+    assert manifest.image.size_bytes == image.stat().st_size
+
+    info = json.loads(
+        subprocess.run(
+            ["qemu-img", "info", "--output=json", str(image)],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+    )
+    assert info["format"] == manifest.image.format == "qcow2"
+    assert info["virtual-size"] == manifest.image.virtual_size_bytes
+
+    head = web_build.parent / "head.raw"
+    subprocess.run(
+        ["qemu-img", "dd", "-O", "raw", "bs=1M", "count=1", f"if={image}", f"of={head}"],
+        check=True,
+    )
+    table = json.loads(
+        subprocess.run(["sfdisk", "-J", str(head)], check=True, capture_output=True).stdout
+    )["partitiontable"]
+    head.unlink()
+    assert table["partitions"], "the image has a partition table with partitions"
+
+    packages = {p.name: p.version for p in manifest.packages}
+    assert "nginx-light" in packages and "php-fpm" in packages
+    assert "linux-image-cloud-amd64" in packages
+    assert "linux-image-amd64" not in packages, "the generic kernel is purged"
+
+    head_commit = subprocess.run(
+        ["git", "-C", str(CHECKOUT), "rev-parse", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
+    assert manifest.source.commit == head_commit
+    assert manifest.builder_version
+    assert manifest.elements == ["debian-minimal", "vm", "imagekit-web"]
+    assert (web_build / "build.log").stat().st_size > 0
+
+
+def test_image_holds_keys_but_no_secrets_or_instance_state(
+    web_build: Path, config: Config, tmp_path: Path
+) -> None:
+    with mounted_root(web_build / "web.qcow2", tmp_path) as root:
+        keys = (root / "home/admin/.ssh/authorized_keys").read_text()
+        assert keys.strip() == config.public_keys[0].line
+
+        assert not list((root / "etc/ssh").glob("ssh_host_*")), "no SSH host keys"
+        assert (root / "etc/machine-id").read_text() == "", "empty machine-id"
+        assert not [p for p in (root / "var/lib/apt/lists").iterdir() if p.name != "partial"]
+        assert not (root / "etc/dib-manifests").exists()
+
+        for line in (root / "etc/shadow").read_text().splitlines():
+            user, password = line.split(":")[:2]
+            assert password in ("*", "!", "!*", "!!") or password.startswith("!*"), (
+                f"{user} has a password hash"
+            )
+        found = subprocess.run(
+            ["grep", "-rlI", "--exclude-dir=proc", "PRIVATE KEY-----", "etc", "home", "root"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+        ).stdout.split()
+        # ssl-cert's snakeoil key is made at package install; it must not be baked either.
+        assert found == [], f"private keys in the image: {found}"
+
+        sshd = (root / "etc/ssh/sshd_config.d/50-imagekit.conf").read_text()
+        assert "PasswordAuthentication no" in sshd and "PermitRootLogin no" in sshd
+        datasources = (root / "etc/cloud/cloud.cfg.d/91-dib-cloud-init-datasources.cfg").read_text()
+        assert "NoCloud, ConfigDrive, OpenStack, None" in datasources
+        assert "name: admin" in (root / "etc/cloud/cloud.cfg.d/80-imagekit.cfg").read_text()
+        assert not list((root / "usr/share/man").iterdir()), "no man pages"
+        assert (root / "var/www/html/index.php").is_file()
+        assert (root / "etc/nginx/sites-enabled/default").is_symlink()
