@@ -62,6 +62,10 @@ def _build(args: argparse.Namespace) -> int:
     installed = host.ensure_build_requirements(install=not args.no_install)
     if installed:
         print(f"installed host packages: {' '.join(installed)}", file=sys.stderr)
+    if len(roles) == 1:
+        print(dib.build(config, roles[0]) / f"{roles[0]}.qcow2")
+        return 0
+    # Several roles: a failing one does not stop the others.
     failed = []
     for role in roles:
         try:
