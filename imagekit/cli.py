@@ -6,10 +6,12 @@ import sys
 from pathlib import Path
 from typing import NoReturn
 
-from imagekit import doctor, host
+from imagekit import doctor, host, verify
 from imagekit.builders import dib
 from imagekit.config import DEFAULT_CONFIG, load_config
-from imagekit.errors import ImagekitError, UserError
+from imagekit.errors import ImagekitError, Interrupted, UserError
+from imagekit.instances import SshAddress
+from imagekit.instances.qemu import QemuInstance
 from imagekit.roles import ROLES, resolve_roles
 
 
@@ -46,6 +48,21 @@ def _parser() -> argparse.ArgumentParser:
         help="fail instead of installing missing host packages with apt",
     )
 
+    test = commands.add_parser(
+        "test",
+        help="boot images in throwaway instances and run their role suites",
+        description="Boot the latest build of each ROLE (or --image/--build) in a throwaway "
+        "local qemu VM, run the role's testinfra suite over SSH, write a JUnit report beside "
+        "the build, record the result in its manifest, and destroy the VM.",
+    )
+    test.add_argument("roles", nargs="+", metavar="ROLE", help=f"{', '.join(ROLES)} or all")
+    which = test.add_mutually_exclusive_group()
+    which.add_argument("--image", type=Path, metavar="PATH", help="test this qcow2 instead")
+    which.add_argument("--build", metavar="ID", help="test this build id instead of the latest")
+    test.add_argument(
+        "--keep", action="store_true", help="leave the instance running and print how to SSH in"
+    )
+
     check = commands.add_parser(
         "doctor",
         help="check the builder host (and install what is missing)",
@@ -59,7 +76,7 @@ def _build(args: argparse.Namespace) -> int:
     roles = resolve_roles(args.roles)
     config = load_config(args.config)
     config.resolved_mirrors()  # a config problem is exit 2 before anything installs
-    installed = host.ensure_build_requirements(install=not args.no_install)
+    installed = host.ensure_requirements(install=not args.no_install)
     if installed:
         print(f"installed host packages: {' '.join(installed)}", file=sys.stderr)
     if len(roles) == 1:
@@ -70,6 +87,8 @@ def _build(args: argparse.Namespace) -> int:
     for role in roles:
         try:
             build_dir = dib.build(config, role)
+        except Interrupted:
+            raise
         except ImagekitError as err:
             print(f"imagekit: {err}", file=sys.stderr)
             failed.append(role)
@@ -77,6 +96,41 @@ def _build(args: argparse.Namespace) -> int:
             print(build_dir / f"{role}.qcow2")
     if failed:
         raise ImagekitError(f"{len(failed)} of {len(roles)} builds failed: {', '.join(failed)}")
+    return 0
+
+
+def _test(args: argparse.Namespace) -> int:
+    roles = resolve_roles(args.roles)
+    if (args.image or args.build) and len(roles) > 1:
+        raise UserError("--image and --build take exactly one role")
+    config = load_config(args.config)
+    targets = [verify.find_target(config, role, args.image, args.build) for role in roles]
+    host.ensure_requirements(host.TEST_REQUIREMENTS, install=True)
+
+    def make_instance(target: verify.Target, console: Path) -> QemuInstance:
+        return QemuInstance(
+            target.image, config.admin_user, f"imagekit-test-{target.role}", console_log=console
+        )
+
+    def on_ready(address: SshAddress) -> None:
+        if args.keep:
+            print(f"instance up; log in with: {address.command}", file=sys.stderr)
+
+    failed = []
+    for target in targets:
+        print(f"[{target.role}] booting {target.image}", file=sys.stderr)
+        result = verify.test_image(config, target, make_instance, args.keep, on_ready)
+        timings = ", ".join(f"{k.removesuffix('_s')} {v:.0f}s" for k, v in result.timings.items())
+        print(
+            f"{target.role}: {'PASSED' if result.passed else 'FAILED'} "
+            f"{result.tests - result.failures - result.errors - result.skipped}/{result.tests} "
+            f"checks ({timings}, suite {result.suite_s:.0f}s, total {result.total_s:.0f}s, "
+            f"{result.accelerator}); report: {target.report_dir / (result.report or '-')}"
+        )
+        if not result.passed:
+            failed.append(target.role)
+    if failed:
+        raise ImagekitError(f"suite failed for: {', '.join(failed)}")
     return 0
 
 
@@ -104,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _terminate)
     try:
         args = _parser().parse_args(argv)
-        handler = {"build": _build, "doctor": _doctor}[args.command]
+        handler = {"build": _build, "test": _test, "doctor": _doctor}[args.command]
         return handler(args)
     except ImagekitError as err:
         print(f"imagekit: error: {err}", file=sys.stderr)

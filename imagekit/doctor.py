@@ -7,6 +7,7 @@ from pathlib import Path
 from imagekit import host
 from imagekit.config import load_config
 from imagekit.errors import ImagekitError
+from imagekit.instances.qemu import kvm_usable
 
 
 @dataclass(frozen=True)
@@ -18,7 +19,7 @@ class Check:
 
 def checks(config_path: Path | None = None) -> list[Check]:
     found: list[Check] = []
-    for req in host.BUILD_REQUIREMENTS:
+    for req in host.BUILD_REQUIREMENTS + host.TEST_REQUIREMENTS:
         path = host.which(req.command)
         found.append(
             Check("ok", req.command, path)
@@ -31,6 +32,10 @@ def checks(config_path: Path | None = None) -> list[Check]:
         found.append(
             Check("info", "device-mapper", f"absent: builds use partx stand-ins ({host.SHIM_DIR})")
         )
+    if kvm_usable():
+        found.append(Check("ok", "kvm", "throwaway instances use KVM"))
+    else:
+        found.append(Check("info", "kvm", "not usable here: throwaway instances use TCG (slower)"))
     try:
         found.append(Check("ok", "diskimage-builder", version("diskimage-builder")))
     except PackageNotFoundError:
@@ -46,7 +51,7 @@ def checks(config_path: Path | None = None) -> list[Check]:
 
 
 def missing_packages(found: list[Check]) -> list[str]:
-    by_command = {req.command: req.package for req in host.BUILD_REQUIREMENTS}
+    by_command = {r.command: r.package for r in host.BUILD_REQUIREMENTS + host.TEST_REQUIREMENTS}
     return sorted(
         {by_command[c.name] for c in found if c.status == "missing" and c.name in by_command}
     )

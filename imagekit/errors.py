@@ -17,3 +17,9 @@ class BusyError(ImagekitError):
     """Another imagekit process holds the lock we need; exit status 3."""
 
     exit_status = 3
+
+
+class Interrupted(ImagekitError):
+    """Ctrl-C or SIGTERM stopped the work (after cleaning up); exit status 130."""
+
+    exit_status = 130

@@ -36,6 +36,12 @@ BUILD_REQUIREMENTS: tuple[Requirement, ...] = (
 )
 
 
+TEST_REQUIREMENTS: tuple[Requirement, ...] = (
+    Requirement("qemu-system-x86_64", "qemu-system-x86", "boots throwaway instances"),
+    Requirement("qemu-img", "qemu-utils", "makes the instance's overlay disk"),
+)
+
+
 def which(command: str) -> str | None:
     path = os.environ.get("PATH", "") + ":" + SYSTEM_PATH
     return shutil.which(command, path=path)
@@ -72,9 +78,11 @@ def install_packages(packages: list[str]) -> None:
             raise ImagekitError(f"'{' '.join(command)}' failed: {last[0]}")
 
 
-def ensure_build_requirements(install: bool = True) -> list[str]:
-    """Install what builds need; returns the packages it installed."""
-    packages = sorted({req.package for req in missing()})
+def ensure_requirements(
+    requirements: tuple[Requirement, ...] = BUILD_REQUIREMENTS, install: bool = True
+) -> list[str]:
+    """Install what is missing of requirements; returns the packages it installed."""
+    packages = sorted({req.package for req in missing(requirements)})
     if packages and not install:
         raise ImagekitError(
             "missing host packages: " + " ".join(packages) + " (run: imagekit doctor --fix)"

@@ -33,6 +33,23 @@ class Package(BaseModel):
     arch: str
 
 
+class SuiteResult(BaseModel):
+    """One `imagekit test` run of the build's image."""
+
+    when: str
+    passed: bool
+    tests: int = 0
+    failures: int = 0
+    errors: int = 0
+    skipped: int = 0
+    suite_s: float = 0
+    total_s: float = 0
+    backend: str = ""
+    accelerator: str = ""
+    timings: dict[str, float] = {}
+    report: str | None = None
+
+
 class Manifest(BaseModel):
     role: str
     build_id: str
@@ -53,6 +70,12 @@ class Manifest(BaseModel):
     error: str | None = None
     image: ImageFile | None = None
     packages: list[Package] = []
+    tests: list[SuiteResult] = []
+
+    @property
+    def tested(self) -> bool:
+        """The newest test run of this build passed."""
+        return bool(self.tests) and self.tests[-1].passed
 
     def write(self, build_dir: Path) -> None:
         tmp = build_dir / (MANIFEST + ".tmp")

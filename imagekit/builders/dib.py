@@ -14,7 +14,7 @@ from typing import BinaryIO
 from imagekit import host
 from imagekit.cleanup import sweep
 from imagekit.config import Config
-from imagekit.errors import ImagekitError
+from imagekit.errors import ImagekitError, Interrupted
 from imagekit.locking import Lock
 from imagekit.manifest import (
     Manifest,
@@ -115,7 +115,9 @@ def build(config: Config, role: str, progress: Progress | None = None) -> Path:
             manifest.status = "failed"
             manifest.error = "interrupted" if isinstance(err, KeyboardInterrupt) else str(err)
             (build_dir / f"{role}.qcow2").unlink(missing_ok=True)
-            raise ImagekitError(f"build of '{role}' {_failed(err)}; log: {log}") from err
+            if isinstance(err, KeyboardInterrupt):
+                raise Interrupted(f"build of '{role}' was interrupted; log: {log}") from None
+            raise ImagekitError(f"build of '{role}' failed; log: {log}") from err
         finally:
             manifest.finished = utc_now()
             manifest.duration_s = round(time.monotonic() - started, 1)
@@ -125,10 +127,6 @@ def build(config: Config, role: str, progress: Progress | None = None) -> Path:
             shutil.rmtree(tmp_dir, ignore_errors=True)
         progress.finish(f"built {build_dir} in {manifest.duration_s:.0f}s")
         return build_dir
-
-
-def _failed(err: BaseException) -> str:
-    return "was interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
 
 
 def _run(cmd: list[str], env: dict[str, str], log: Path, progress: Progress) -> None:

@@ -28,7 +28,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def builder_host() -> None:
     if os.geteuid() != 0:
         pytest.fail("functional tests build images for real and need root")
-    host.ensure_build_requirements(install=True)
+    host.ensure_requirements(host.BUILD_REQUIREMENTS + host.TEST_REQUIREMENTS)
 
 
 @pytest.fixture(scope="session")

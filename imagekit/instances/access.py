@@ -1,0 +1,78 @@
+"""A fresh SSH key pair per run, and waiting until an instance is ready."""
+
+import socket
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import paramiko
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from imagekit.errors import ImagekitError
+from imagekit.instances import SshAddress
+
+
+def make_key_pair(directory: Path, comment: str) -> tuple[Path, str]:
+    """An ed25519 key pair only this run knows; returns (private key path, public line)."""
+    key = Ed25519PrivateKey.generate()
+    private = directory / "id_ed25519"
+    private.touch(mode=0o600)
+    private.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.OpenSSH,
+            serialization.NoEncryption(),
+        )
+    )
+    public = key.public_key().public_bytes(
+        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+    )
+    return private, f"{public.decode()} {comment}"
+
+
+def connect(address: SshAddress, timeout: float = 10) -> paramiko.SSHClient:
+    client = paramiko.SSHClient()
+    # A throwaway instance's host key is new by definition.
+    client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
+    client.connect(
+        address.host,
+        port=address.port,
+        username=address.user,
+        key_filename=address.key_file,
+        timeout=timeout,
+        banner_timeout=timeout,
+        auth_timeout=timeout,
+        look_for_keys=False,
+        allow_agent=False,
+    )
+    return client
+
+
+def run(client: paramiko.SSHClient, command: str, timeout: float) -> tuple[int, str]:
+    _, stdout, _ = client.exec_command(command, timeout=timeout)
+    output = stdout.read().decode(errors="replace")
+    return stdout.channel.recv_exit_status(), output
+
+
+def wait_for_ssh(
+    address: SshAddress, deadline: float, alive: Callable[[], str | None]
+) -> paramiko.SSHClient:
+    """Retry until SSH logs in; `alive` returns why the instance is gone, if it is."""
+    last = "no answer"
+    while time.monotonic() < deadline:
+        if (gone := alive()) is not None:
+            raise ImagekitError(gone)
+        try:
+            return connect(address)
+        except (OSError, paramiko.SSHException, EOFError) as err:
+            last = str(err) or type(err).__name__
+        time.sleep(2)
+    raise TimeoutError(f"SSH did not answer ({last})")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port

@@ -1,0 +1,186 @@
+"""Throwaway instances as local qemu VMs (the default backend)."""
+
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import yaml
+
+from imagekit.errors import ImagekitError
+from imagekit.instances import SshAddress
+from imagekit.instances.access import free_port, make_key_pair, run, wait_for_ssh
+from imagekit.instances.seed import write_nocloud_seed
+
+CONSOLE_TAIL = 15
+
+
+def kvm_usable(
+    cpuinfo: Path = Path("/proc/cpuinfo"), sys_module: Path = Path("/sys/module")
+) -> bool:
+    """KVM only where it really works: an openable /dev/kvm is not proof.
+
+    Nested "kvm_pvm" hosts expose /dev/kvm without vmx/svm, and a stock
+    kernel stalls there at boot.
+    """
+    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        return False
+    if (sys_module / "kvm_pvm").exists():
+        return False
+    flags = set()
+    for line in cpuinfo.read_text().splitlines():
+        if line.startswith("flags"):
+            flags.update(line.split(":", 1)[1].split())
+    return bool(flags & {"vmx", "svm"})
+
+
+class QemuInstance:
+    """A qcow2 overlay of the image, a NoCloud seed, SSH forwarded on 127.0.0.1."""
+
+    def __init__(
+        self,
+        image: Path,
+        user: str,
+        name: str,
+        user_data: str = "#cloud-config\n",
+        memory_mb: int = 1024,
+        cpus: int = 1,
+        boot_timeout: float = 600,
+        console_log: Path | None = None,
+    ) -> None:
+        self.image = image.resolve()
+        self.user = user
+        self.name = name
+        self.user_data = user_data
+        self.memory_mb = memory_mb
+        self.cpus = cpus
+        self.boot_timeout = boot_timeout
+        self.accelerator = "kvm" if kvm_usable() else "tcg"
+        self.workdir = Path(tempfile.mkdtemp(prefix=f"{name}-"))
+        self.console_log = console_log or self.workdir / "console.log"
+        self.timings: dict[str, float] = {}
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> SshAddress:
+        started = time.monotonic()
+        key_file, public_key = make_key_pair(self.workdir, f"imagekit-test-{self.name}")
+        overlay = self.workdir / "overlay.qcow2"
+        subprocess.run(
+            [
+                "qemu-img",
+                "create",
+                "-q",
+                "-f",
+                "qcow2",
+                "-b",
+                str(self.image),
+                "-F",
+                "qcow2",
+                str(overlay),
+            ],
+            check=True,
+        )
+        seed = self.workdir / "seed.iso"
+        write_nocloud_seed(
+            seed,
+            _with_key(self.user_data, public_key),
+            f"instance-id: {uuid.uuid4()}\nlocal-hostname: {self.name}\n",
+        )
+        port = free_port()
+        self.console_log.parent.mkdir(parents=True, exist_ok=True)
+        self._proc = subprocess.Popen(
+            self._command(overlay, seed, port),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=(self.workdir / "qemu.err").open("wb"),
+            start_new_session=True,  # Ctrl-C reaches us, and we stop it
+        )
+        address = SshAddress("127.0.0.1", port, self.user, str(key_file))
+        deadline = started + self.boot_timeout
+        try:
+            client = wait_for_ssh(address, deadline, self._gone)
+            self.timings["boot_to_ssh_s"] = round(time.monotonic() - started, 1)
+            with client:
+                status, output = run(
+                    client, "cloud-init status --wait --long", deadline - time.monotonic()
+                )
+            self.timings["cloud_init_done_s"] = round(time.monotonic() - started, 1)
+            if status != 0:
+                raise ImagekitError(f"cloud-init did not finish cleanly: {output.strip()[-300:]}")
+        except TimeoutError as err:
+            raise ImagekitError(
+                f"{self.name}: {err} within {self.boot_timeout:.0f}s; "
+                f"console:\n{self.console_tail()}"
+            ) from None
+        except ImagekitError as err:
+            raise ImagekitError(f"{self.name}: {err}; console:\n{self.console_tail()}") from None
+        return address
+
+    def _command(self, overlay: Path, seed: Path, port: int) -> list[str]:
+        accel = (
+            ["-accel", "kvm", "-cpu", "host"] if self.accelerator == "kvm" else ["-accel", "tcg"]
+        )
+        return [
+            "qemu-system-x86_64",
+            "-machine",
+            "q35",
+            *accel,
+            "-m",
+            str(self.memory_mb),
+            "-smp",
+            str(self.cpus),
+            "-display",
+            "none",
+            "-monitor",
+            "none",
+            "-serial",
+            f"file:{self.console_log}",
+            "-drive",
+            f"file={overlay},if=virtio,format=qcow2",
+            "-drive",
+            f"file={seed},if=virtio,format=raw,media=cdrom,readonly=on",
+            "-netdev",
+            f"user,id=net0,hostfwd=tcp:127.0.0.1:{port}-:22",
+            "-device",
+            "virtio-net-pci,netdev=net0",
+        ]
+
+    def describe(self) -> str:
+        """Where a kept instance is, and how to get rid of it."""
+        pid = self._proc.pid if self._proc else "?"
+        return f"qemu pid {pid}, files in {self.workdir}; stop: kill {pid}; rm -r {self.workdir}"
+
+    def _gone(self) -> str | None:
+        if self._proc is None or self._proc.poll() is None:
+            return None
+        error = (self.workdir / "qemu.err").read_text(errors="replace").strip()
+        return f"qemu exited with status {self._proc.returncode}: {error[-300:]}"
+
+    def console_tail(self, lines: int = CONSOLE_TAIL) -> str:
+        try:
+            text = self.console_log.read_text(errors="replace")
+        except OSError:
+            return "(no console output)"
+        return "\n".join(text.splitlines()[-lines:])
+
+    def stop(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def _with_key(user_data: str, public_key: str) -> str:
+    """Add the run's key to #cloud-config user data (the default user gets it)."""
+    data = yaml.safe_load(user_data) or {}
+    data.setdefault("ssh_authorized_keys", []).append(public_key)
+    return "#cloud-config\n" + yaml.safe_dump(data, sort_keys=False)

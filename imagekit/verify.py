@@ -1,0 +1,155 @@
+"""`imagekit test`: boot an image in a throwaway instance and run its role's suite."""
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from imagekit.builders.dib import CLOUD_INIT_DATASOURCES
+from imagekit.config import Config
+from imagekit.errors import UserError
+from imagekit.instances import Instance, SshAddress, throwaway
+from imagekit.manifest import Manifest, SuiteResult, latest_build, utc_now
+from imagekit.roles import CHECKOUT
+
+SUITES_DIR = CHECKOUT / "tests" / "infra"
+
+
+@dataclass(frozen=True)
+class Target:
+    """What to test: an image file, and the build it belongs to (if any)."""
+
+    role: str
+    image: Path
+    build_dir: Path | None
+
+    @property
+    def report_dir(self) -> Path:
+        return self.build_dir or self.image.parent
+
+    @property
+    def report_prefix(self) -> str:
+        return "test" if self.build_dir else f"{self.image.name}.test"
+
+
+def find_target(config: Config, role: str, image: Path | None, build_id: str | None) -> Target:
+    if image is not None:
+        if not image.is_file():
+            raise UserError(f"--image {image}: no such file")
+        return Target(role, image.resolve(), None)
+    if build_id is not None:
+        build_dir = config.output_dir / role / build_id
+        if not (build_dir / "manifest.json").is_file():
+            raise UserError(
+                f"--build {build_id}: no build of '{role}' in {config.output_dir / role}"
+            )
+        if Manifest.read(build_dir).status != "built":
+            raise UserError(f"--build {build_id}: that build of '{role}' did not finish")
+    else:
+        found = latest_build(config.output_dir, role)
+        if found is None:
+            raise UserError(
+                f"no finished build of '{role}' in {config.output_dir / role}; "
+                f"run: imagekit build {role}"
+            )
+        build_dir = found
+    return Target(role, build_dir / f"{role}.qcow2", build_dir)
+
+
+def suite_files(role: str) -> list[Path]:
+    return [SUITES_DIR / "test_common.py", SUITES_DIR / f"test_{role}.py"]
+
+
+def suite_context(config: Config, address: SshAddress) -> dict[str, object]:
+    """What the role suites expect, from the config the image was built with."""
+    return {
+        "admin_user": config.admin_user,
+        "authorized_keys": [key.line for key in config.public_keys],
+        "packages": config.packages,
+        "datasources": [d.strip() for d in CLOUD_INIT_DATASOURCES.split(",")],
+        "ssh": f"{address.host}:{address.port}",
+    }
+
+
+def run_suite(
+    config: Config, role: str, address: SshAddress, junit: Path, files: list[Path] | None = None
+) -> SuiteResult:
+    """Run the role's testinfra suite against a booted instance; the JUnit XML goes to junit."""
+    with tempfile.TemporaryDirectory(prefix="imagekit-suite-") as tmp:
+        context = Path(tmp) / "context.json"
+        context.write_text(json.dumps(suite_context(config, address)))
+        # A throwaway instance's host key is new by definition.
+        ssh_config = Path(tmp) / "ssh_config"
+        ssh_config.write_text(
+            "Host *\n  StrictHostKeyChecking no\n  UserKnownHostsFile /dev/null\n"
+        )
+        cmd = [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            "no:cacheprovider",
+            "-q",
+            "--color=no",
+            f"--rootdir={CHECKOUT}",
+            f"--hosts=paramiko://{address.user}@{address.host}:{address.port}",
+            f"--ssh-identity-file={address.key_file}",
+            f"--ssh-config={ssh_config}",
+            f"--junitxml={junit}",
+            *map(str, files or suite_files(role)),
+        ]
+        started = time.monotonic()
+        subprocess.run(cmd, env={**os.environ, "IMAGEKIT_SUITE_CONTEXT": str(context)}, check=False)
+        seconds = round(time.monotonic() - started, 1)
+    return _record(junit, seconds)
+
+
+def _record(junit: Path, seconds: float) -> SuiteResult:
+    if not junit.is_file():
+        # pytest did not even write a report: count it as an error, never a pass.
+        return SuiteResult(when=utc_now(), passed=False, errors=1, suite_s=seconds)
+    root = ET.parse(junit).getroot()
+    suite = root if root.tag == "testsuite" else root.find("testsuite")
+    assert suite is not None
+    counts = {k: int(suite.get(k, "0")) for k in ("tests", "failures", "errors", "skipped")}
+    # A skipped check is not a passed one.
+    passed = counts["tests"] > 0 and not (
+        counts["failures"] or counts["errors"] or counts["skipped"]
+    )
+    return SuiteResult(when=utc_now(), passed=passed, suite_s=seconds, report=junit.name, **counts)
+
+
+def test_image(
+    config: Config,
+    target: Target,
+    make_instance: Callable[[Target, Path], Instance],
+    keep: bool = False,
+    on_ready: Callable[[SshAddress], None] | None = None,
+) -> SuiteResult:
+    """Boot, run the suite, destroy (unless keep); record the result in the manifest."""
+    junit = target.report_dir / f"{target.report_prefix}-report.xml"
+    console = target.report_dir / f"{target.report_prefix}-console.log"
+    junit.unlink(missing_ok=True)
+    instance = make_instance(target, console)
+    started = time.monotonic()
+    with throwaway(instance, keep=keep) as address:
+        if on_ready:
+            on_ready(address)
+        record = run_suite(config, target.role, address, junit)
+    if keep:
+        print(f"instance left running: {instance.describe()}", file=sys.stderr)
+    record.backend = type(instance).__name__
+    record.accelerator = instance.accelerator
+    record.total_s = round(time.monotonic() - started, 1)
+    record.timings = dict(getattr(instance, "timings", {}))
+    if target.build_dir is not None:
+        manifest = Manifest.read(target.build_dir)
+        manifest.tests.append(record)
+        manifest.write(target.build_dir)
+    return record

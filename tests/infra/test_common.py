@@ -1,0 +1,100 @@
+"""What every role image must be once booted."""
+
+import json
+import re
+import socket
+from typing import Any
+
+import paramiko
+import pytest
+from testinfra.host import Host
+
+
+def _key_ids(text: str) -> set[str]:
+    """(type, base64) of each key line; comments and options do not matter."""
+    ids = set()
+    for line in text.splitlines():
+        fields = line.split()
+        for i, field in enumerate(fields[:-1]):
+            if field.startswith(("ssh-", "ecdsa-", "sk-")):
+                ids.add(f"{field} {fields[i + 1]}")
+                break
+    return ids
+
+
+def test_baked_admin_keys_are_authorized(host: Host, expected: dict[str, Any]) -> None:
+    user = expected["admin_user"]
+    keys = host.file(f"/home/{user}/.ssh/authorized_keys")
+    assert keys.exists and keys.user == user and keys.mode == 0o600
+    assert _key_ids("\n".join(expected["authorized_keys"])) <= _key_ids(keys.content_string)
+
+
+def test_sshd_refuses_passwords_and_root(host: Host) -> None:
+    with host.sudo():
+        config = host.check_output("sshd -T -C user=root,host=localhost,addr=127.0.0.1")
+    settings = dict(line.split(" ", 1) for line in config.splitlines() if " " in line)
+    assert settings["passwordauthentication"] == "no"
+    assert settings["kbdinteractiveauthentication"] == "no"
+    assert settings["permitrootlogin"] == "no"
+
+
+@pytest.mark.parametrize("user", ["root", "admin"])
+def test_ssh_offers_public_keys_only(expected: dict[str, Any], user: str) -> None:
+    """From outside, as a client sees it: the server offers no password method."""
+    address, port = expected["ssh"].rsplit(":", 1)
+    with socket.create_connection((address, int(port)), timeout=20) as sock:
+        transport = paramiko.Transport(sock)
+        try:
+            transport.start_client(timeout=20)
+            with pytest.raises(paramiko.BadAuthenticationType) as refused:
+                transport.auth_none(expected["admin_user"] if user == "admin" else user)
+            assert refused.value.allowed_types == ["publickey"]
+        finally:
+            transport.close()
+
+
+def test_ssh_host_keys_were_made_at_first_boot(host: Host) -> None:
+    boot_time = int(re.search(r"^btime (\d+)", host.file("/proc/stat").content_string, re.M)[1])  # type: ignore[index]
+    with host.sudo():
+        for kind in ("ed25519", "ecdsa", "rsa"):
+            key = host.file(f"/etc/ssh/ssh_host_{kind}_key")
+            assert key.exists, kind
+            assert key.mtime.timestamp() >= boot_time - 5, f"{kind} host key predates this boot"
+        assert not host.file("/etc/ssh/ssh_host_dsa_key").exists
+
+
+def test_machine_id_is_this_instances(host: Host) -> None:
+    assert re.fullmatch(r"[0-9a-f]{32}", host.file("/etc/machine-id").content_string.strip())
+
+
+def test_cloud_init_finished_without_errors(host: Host) -> None:
+    status = host.run("cloud-init status --long")
+    assert status.rc == 0, status.stdout + status.stderr
+    assert "status: done" in status.stdout
+    result = json.loads(host.file("/run/cloud-init/result.json").content_string)
+    assert result["v1"]["errors"] == []
+
+
+def test_only_the_intended_datasources(host: Host, expected: dict[str, Any]) -> None:
+    # The configured list, merged by cloud-init itself from cloud.cfg and cloud.cfg.d/.
+    configured = host.check_output(
+        "python3 -c 'from cloudinit.util import read_conf_with_confd as read; "
+        'print(",".join(read("/etc/cloud/cloud.cfg")["datasource_list"]))\''
+    )
+    assert configured.split(",") == [*expected["datasources"], "None"]
+    status = json.loads(host.file("/run/cloud-init/status.json").content_string)
+    used = status["v1"]["datasource"].split()[0].removeprefix("DataSource")
+    assert used in expected["datasources"]
+
+
+def test_shared_packages_are_installed(host: Host, expected: dict[str, Any]) -> None:
+    missing = [name for name in expected["packages"] if not host.package(name).is_installed]
+    assert missing == []
+
+
+def test_no_account_has_a_password(host: Host) -> None:
+    with host.sudo():
+        shadow = host.check_output("getent shadow")
+    for line in shadow.splitlines():
+        user, password = line.split(":")[:2]
+        assert password.startswith(("!", "*")), f"{user} has a password"
