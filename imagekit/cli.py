@@ -11,7 +11,6 @@ from imagekit.builders import dib
 from imagekit.config import DEFAULT_CONFIG, load_config
 from imagekit.errors import ImagekitError, Interrupted, UserError
 from imagekit.instances import SshAddress
-from imagekit.instances.qemu import QemuInstance
 from imagekit.roles import ROLES, resolve_roles
 
 
@@ -107,11 +106,6 @@ def _test(args: argparse.Namespace) -> int:
     targets = [verify.find_target(config, role, args.image, args.build) for role in roles]
     host.ensure_requirements(host.TEST_REQUIREMENTS, install=True)
 
-    def make_instance(target: verify.Target, console: Path) -> QemuInstance:
-        return QemuInstance(
-            target.image, config.admin_user, f"imagekit-test-{target.role}", console_log=console
-        )
-
     def on_ready(address: SshAddress) -> None:
         if args.keep:
             print(f"instance up; log in with: {address.command}", file=sys.stderr)
@@ -119,7 +113,9 @@ def _test(args: argparse.Namespace) -> int:
     failed = []
     for target in targets:
         print(f"[{target.role}] booting {target.image}", file=sys.stderr)
-        result = verify.test_image(config, target, make_instance, args.keep, on_ready)
+        result = verify.test_image(
+            config, target, verify.qemu_instances(config), args.keep, on_ready
+        )
         timings = ", ".join(f"{k.removesuffix('_s')} {v:.0f}s" for k, v in result.timings.items())
         print(
             f"{target.role}: {'PASSED' if result.passed else 'FAILED'} "

@@ -15,6 +15,7 @@ from imagekit.builders.dib import CLOUD_INIT_DATASOURCES
 from imagekit.config import Config
 from imagekit.errors import UserError
 from imagekit.instances import Instance, SshAddress, throwaway
+from imagekit.instances.qemu import QemuInstance
 from imagekit.manifest import Manifest, SuiteResult, latest_build, utc_now
 from imagekit.roles import CHECKOUT
 
@@ -60,6 +61,19 @@ def find_target(config: Config, role: str, image: Path | None, build_id: str | N
             )
         build_dir = found
     return Target(role, build_dir / f"{role}.qcow2", build_dir)
+
+
+InstanceFactory = Callable[[Target, Path], Instance]
+
+
+def qemu_instances(config: Config, prefix: str = "imagekit-test") -> InstanceFactory:
+    """The default backend: a local qemu VM per target, its console log beside the report."""
+
+    def make(target: Target, console: Path) -> Instance:
+        name = f"{prefix}-{target.role}"
+        return QemuInstance(target.image, config.admin_user, name, console_log=console)
+
+    return make
 
 
 def suite_files(role: str) -> list[Path]:
@@ -128,7 +142,7 @@ def _record(junit: Path, seconds: float) -> SuiteResult:
 def test_image(
     config: Config,
     target: Target,
-    make_instance: Callable[[Target, Path], Instance],
+    make_instance: InstanceFactory,
     keep: bool = False,
     on_ready: Callable[[SshAddress], None] | None = None,
 ) -> SuiteResult:

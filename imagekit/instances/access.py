@@ -76,3 +76,33 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def wait_until_ready(
+    address: SshAddress,
+    started: float,
+    timeout: float,
+    alive: Callable[[], str | None],
+    console: Callable[[], str],
+) -> dict[str, float]:
+    """Every backend's last step: SSH logs in, then cloud-init finishes.
+
+    Returns the seconds since `started` of each; a failure or timeout says why
+    and shows the last lines of the instance's console.
+    """
+    deadline = started + timeout
+    try:
+        client = wait_for_ssh(address, deadline, alive)
+        timings = {"boot_to_ssh_s": round(time.monotonic() - started, 1)}
+        with client:
+            status, output = run(
+                client, "cloud-init status --wait --long", max(deadline - time.monotonic(), 5)
+            )
+        timings["cloud_init_done_s"] = round(time.monotonic() - started, 1)
+        if status != 0:
+            raise ImagekitError(f"cloud-init did not finish cleanly: {output.strip()[-300:]}")
+    except TimeoutError as err:
+        raise ImagekitError(f"{err} within {timeout:.0f}s; console:\n{console()}") from None
+    except (ImagekitError, OSError, paramiko.SSHException) as err:
+        raise ImagekitError(f"{err}; console:\n{console()}") from None
+    return timings

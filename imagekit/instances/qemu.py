@@ -11,9 +11,8 @@ from pathlib import Path
 
 import yaml
 
-from imagekit.errors import ImagekitError
 from imagekit.instances import SshAddress
-from imagekit.instances.access import free_port, make_key_pair, run, wait_for_ssh
+from imagekit.instances.access import free_port, make_key_pair, wait_until_ready
 from imagekit.instances.seed import write_nocloud_seed
 
 CONSOLE_TAIL = 15
@@ -92,32 +91,18 @@ class QemuInstance:
         )
         port = free_port()
         self.console_log.parent.mkdir(parents=True, exist_ok=True)
-        self._proc = subprocess.Popen(
-            self._command(overlay, seed, port),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=(self.workdir / "qemu.err").open("wb"),
-            start_new_session=True,  # Ctrl-C reaches us, and we stop it
-        )
+        with (self.workdir / "qemu.err").open("wb") as errors:
+            self._proc = subprocess.Popen(
+                self._command(overlay, seed, port),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=errors,
+                start_new_session=True,  # Ctrl-C reaches us, and we stop it
+            )
         address = SshAddress("127.0.0.1", port, self.user, str(key_file))
-        deadline = started + self.boot_timeout
-        try:
-            client = wait_for_ssh(address, deadline, self._gone)
-            self.timings["boot_to_ssh_s"] = round(time.monotonic() - started, 1)
-            with client:
-                status, output = run(
-                    client, "cloud-init status --wait --long", deadline - time.monotonic()
-                )
-            self.timings["cloud_init_done_s"] = round(time.monotonic() - started, 1)
-            if status != 0:
-                raise ImagekitError(f"cloud-init did not finish cleanly: {output.strip()[-300:]}")
-        except TimeoutError as err:
-            raise ImagekitError(
-                f"{self.name}: {err} within {self.boot_timeout:.0f}s; "
-                f"console:\n{self.console_tail()}"
-            ) from None
-        except ImagekitError as err:
-            raise ImagekitError(f"{self.name}: {err}; console:\n{self.console_tail()}") from None
+        self.timings = wait_until_ready(
+            address, started, self.boot_timeout, self._gone, self.console_tail
+        )
         return address
 
     def _command(self, overlay: Path, seed: Path, port: int) -> list[str]:

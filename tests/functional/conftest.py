@@ -64,6 +64,18 @@ def config(make_config: Callable[..., Path]) -> Config:
 
 
 @pytest.fixture(scope="session")
-def web_build(config: Config) -> Path:
-    """The web image, built once per session through the Python API."""
-    return dib.build(config, "web")
+def built(config: Config) -> Callable[[str], Path]:
+    """Build directory of a role's image, built once per session through the Python API."""
+    done: dict[str, Path] = {}
+
+    def get(role: str) -> Path:
+        if role not in done:
+            done[role] = dib.build(config, role)
+        return done[role]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def web_build(built: Callable[[str], Path]) -> Path:
+    return built("web")

@@ -1,0 +1,89 @@
+"""`imagekit test` for real: each role image boots in a qemu VM and passes its suite."""
+
+import re
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from imagekit import verify
+from imagekit.config import Config
+from imagekit.instances import throwaway
+from imagekit.instances.access import connect, run
+from imagekit.instances.qemu import QemuInstance
+from imagekit.manifest import Manifest
+
+Built = Callable[[str], Path]
+
+
+def no_qemu_left() -> None:
+    running = subprocess.run(
+        ["pgrep", "-af", "qemu-system.*/(ft|imagekit-test)-"], capture_output=True, text=True
+    )
+    assert running.stdout == "", "a throwaway VM was left running"
+
+
+@pytest.mark.parametrize("role", ["lb", "dns", "db"])
+def test_role_image_passes_its_suite(built: Built, config: Config, role: str) -> None:
+    build_dir = built(role)
+    result = verify.test_image(
+        config,
+        verify.Target(role, build_dir / f"{role}.qcow2", build_dir),
+        verify.qemu_instances(config, "ft"),
+    )
+    assert result.passed, f"see {build_dir / 'test-report.xml'}"
+    assert result.tests >= 10 and result.failures == result.errors == result.skipped == 0
+    assert Manifest.read(build_dir).tested
+    assert (build_dir / "test-report.xml").is_file()
+    assert result.timings["boot_to_ssh_s"] <= result.timings["cloud_init_done_s"]
+    no_qemu_left()
+
+
+def test_imagekit_test_web_from_the_command_line(built: Built, config: Config) -> None:
+    build_dir = built("web")
+    result = subprocess.run(
+        [sys.executable, "-m", "imagekit", "--config", str(config.source), "test", "web"],
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr[-3000:]
+    assert re.search(r"^web: PASSED (\d+)/\1 checks .*report: ", result.stdout, re.M)
+    manifest = Manifest.read(build_dir)
+    assert manifest.tested and manifest.tests[-1].accelerator in ("kvm", "tcg")
+    assert "testcase" in (build_dir / "test-report.xml").read_text()
+    no_qemu_left()
+
+
+def test_a_suite_fails_on_an_image_that_lacks_what_it_checks(
+    built: Built, config: Config, tmp_path: Path
+) -> None:
+    """The web suite against the dns image (no Nginx, no PHP) must fail."""
+    image = built("dns") / "dns.qcow2"
+    instance = QemuInstance(image, config.admin_user, "ft-negative")
+    with throwaway(instance) as address:
+        junit = tmp_path / "report.xml"
+        result = verify.run_suite(
+            config, "web", address, junit, [verify.SUITES_DIR / "test_web.py"]
+        )
+    assert not result.passed
+    assert result.failures >= 2
+    no_qemu_left()
+
+
+def test_each_boot_makes_its_own_host_keys_and_machine_id(built: Built, config: Config) -> None:
+    image = built("web") / "web.qcow2"
+    seen = []
+    for n in range(2):
+        with throwaway(QemuInstance(image, config.admin_user, f"ft-twice-{n}")) as address:
+            client = connect(address)
+            with client:
+                _, host_key = run(client, "ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub", 30)
+                _, machine_id = run(client, "cat /etc/machine-id", 30)
+            seen.append((host_key.split()[1], machine_id.strip()))
+    (key_a, id_a), (key_b, id_b) = seen
+    assert key_a != key_b, "SSH host keys are made per instance"
+    assert id_a != id_b and re.fullmatch(r"[0-9a-f]{32}", id_a)
+    no_qemu_left()
