@@ -61,6 +61,12 @@ def _parser() -> argparse.ArgumentParser:
     test.add_argument(
         "--keep", action="store_true", help="leave the instance running and print how to SSH in"
     )
+    test.add_argument(
+        "--cloud",
+        metavar="NAME",
+        help="boot a server on this clouds.yaml cloud instead of a local VM "
+        "(the build's Glance image imagekit-ROLE-BUILD; settings from the config's openstack:)",
+    )
 
     check = commands.add_parser(
         "doctor",
@@ -103,8 +109,13 @@ def _test(args: argparse.Namespace) -> int:
     if (args.image or args.build) and len(roles) > 1:
         raise UserError("--image and --build take exactly one role")
     config = load_config(args.config)
+    if args.cloud:
+        make_instance = verify.openstack_instances(config, args.cloud)
+    else:
+        make_instance = verify.qemu_instances(config)
     targets = [verify.find_target(config, role, args.image, args.build) for role in roles]
-    host.ensure_requirements(host.TEST_REQUIREMENTS, install=True)
+    if not args.cloud:
+        host.ensure_requirements(host.TEST_REQUIREMENTS, install=True)
 
     def on_ready(address: SshAddress) -> None:
         if args.keep:
@@ -113,9 +124,7 @@ def _test(args: argparse.Namespace) -> int:
     failed = []
     for target in targets:
         print(f"[{target.role}] booting {target.image}", file=sys.stderr)
-        result = verify.test_image(
-            config, target, verify.qemu_instances(config), args.keep, on_ready
-        )
+        result = verify.test_image(config, target, make_instance, args.keep, on_ready)
         timings = ", ".join(f"{k.removesuffix('_s')} {v:.0f}s" for k, v in result.timings.items())
         print(
             f"{target.role}: {'PASSED' if result.passed else 'FAILED'} "

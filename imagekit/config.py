@@ -68,6 +68,15 @@ class RoleSettings(StrictModel):
     packages: list[PackageName] = []
 
 
+class OpenStackSettings(StrictModel):
+    """Throwaway test servers on a cloud (`imagekit test --cloud NAME`)."""
+
+    flavor: str
+    network: str
+    floating_ip_network: str | None = None
+    security_groups: list[str] = []
+
+
 class Config(StrictModel):
     distribution: Literal["debian"] = "debian"
     release: str = Field(default="bookworm", pattern=r"^[a-z]+$")
@@ -77,6 +86,7 @@ class Config(StrictModel):
     ssh_keys: list[Annotated[KeySource, BeforeValidator(_load_key_source)]] = Field(min_length=1)
     packages: list[PackageName] = []
     roles: dict[Role, RoleSettings] = {}
+    openstack: OpenStackSettings | None = None
     output_dir: Path = Field(default=Path("images"), validate_default=True)
     cache_dir: Path = Field(default=Path("cache"), validate_default=True)
     source: Path = Field(default=DEFAULT_CONFIG, exclude=True)

@@ -15,6 +15,7 @@ from imagekit.builders.dib import CLOUD_INIT_DATASOURCES
 from imagekit.config import Config
 from imagekit.errors import UserError
 from imagekit.instances import Instance, SshAddress, throwaway
+from imagekit.instances.openstack import OpenStackInstance, ServerSettings, connect
 from imagekit.instances.qemu import QemuInstance
 from imagekit.manifest import Manifest, SuiteResult, latest_build, utc_now
 from imagekit.roles import CHECKOUT
@@ -72,6 +73,24 @@ def qemu_instances(config: Config, prefix: str = "imagekit-test") -> InstanceFac
     def make(target: Target, console: Path) -> Instance:
         name = f"{prefix}-{target.role}"
         return QemuInstance(target.image, config.admin_user, name, console_log=console)
+
+    return make
+
+
+def openstack_instances(config: Config, cloud: str) -> InstanceFactory:
+    """A server per target on the cloud, booted from the build's Glance image."""
+    if config.openstack is None:
+        raise UserError(f"{config.source}: openstack: section missing (needed by --cloud)")
+    conn = connect(cloud)
+    settings = ServerSettings(**config.openstack.model_dump())
+
+    def make(target: Target, console: Path) -> Instance:
+        if target.build_dir is None:
+            raise UserError("--image is a local file: with --cloud, test a build (--build ID)")
+        image = f"imagekit-{target.role}-{target.build_dir.name}"
+        return OpenStackInstance(
+            conn, image, config.admin_user, f"imagekit-test-{target.role}", settings
+        )
 
     return make
 

@@ -1,5 +1,6 @@
 """The CLI's contract: one line and exit status 2 for bad input, --help everywhere."""
 
+import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -18,7 +19,7 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-@pytest.mark.parametrize("args", [[], ["build"], ["doctor"]])
+@pytest.mark.parametrize("args", [[], ["build"], ["test"], ["doctor"]])
 def test_help_on_every_command(args: list[str]) -> None:
     result = run(*args, "--help")
     assert result.returncode == 0
@@ -65,3 +66,28 @@ def test_unknown_key(write_config: WriteConfig) -> None:
 def test_main_is_callable_from_python(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["build", "nope"]) == 2
     assert "unknown role 'nope'" in capsys.readouterr().err
+
+
+def test_test_without_a_build(write_config: WriteConfig) -> None:
+    path = write_config("ssh_keys: [{key}]\n")
+    _assert_one_line_exit_2(run("--config", str(path), "test", "db"), "no finished build of 'db'")
+
+
+def test_test_unknown_cloud(write_config: WriteConfig, tmp_path: Path) -> None:
+    path = write_config("ssh_keys: [{key}]\nopenstack: {flavor: m1.small, network: private}\n")
+    clouds = tmp_path / "clouds.yaml"
+    clouds.write_text("clouds:\n  prod:\n    auth: {auth_url: 'http://127.0.0.1:5000/v3'}\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "imagekit", "--config", str(path), "test", "web", "--cloud", "nope"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "OS_CLIENT_CONFIG_FILE": str(clouds)},
+    )
+    _assert_one_line_exit_2(result, "--cloud nope:")
+
+
+def test_test_cloud_needs_openstack_settings(write_config: WriteConfig) -> None:
+    path = write_config("ssh_keys: [{key}]\n")
+    result = run("--config", str(path), "test", "web", "--cloud", "prod")
+    _assert_one_line_exit_2(result, "openstack: section missing")

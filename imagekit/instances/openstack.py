@@ -1,0 +1,151 @@
+"""Throwaway instances as servers on an OpenStack cloud (`imagekit test --cloud NAME`).
+
+Above the HTTP boundary everything is as for a local VM: a key pair made for
+this run, the same readiness wait (SSH, then cloud-init) and the same suite.
+Server, keypair and floating IP are deleted whatever happened.
+"""
+
+import base64
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import openstack
+from openstack.connection import Connection
+from openstack.exceptions import ConfigException
+
+from imagekit.errors import ImagekitError, UserError
+from imagekit.instances import SshAddress
+from imagekit.instances.access import make_key_pair, wait_until_ready
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """Where and how test servers boot (the config's `openstack:` section)."""
+
+    flavor: str
+    network: str
+    floating_ip_network: str | None = None
+    security_groups: list[str] = field(default_factory=list)
+
+
+class OpenStackInstance:
+    accelerator = "nova"
+
+    def __init__(
+        self,
+        conn: Connection,
+        image: str,
+        user: str,
+        name: str,
+        settings: ServerSettings,
+        user_data: str = "#cloud-config\n",
+        boot_timeout: float = 900,
+    ) -> None:
+        self.conn = conn
+        self.image = image
+        self.user = user
+        self.name = f"{name}-{uuid.uuid4().hex[:8]}"
+        self.settings = settings
+        self.user_data = user_data
+        self.boot_timeout = boot_timeout
+        self.workdir = Path(tempfile.mkdtemp(prefix=f"{name}-"))
+        self.timings: dict[str, float] = {}
+        self._keypair: Any = None
+        self._server: Any = None
+        self._floating_ip: Any = None
+
+    def start(self) -> SshAddress:
+        started = time.monotonic()
+        compute, network = self.conn.compute, self.conn.network
+        key_file, public_key = make_key_pair(self.workdir, self.name)
+        image = self.conn.image.find_image(self.image, ignore_missing=False)
+        flavor = compute.find_flavor(self.settings.flavor, ignore_missing=False)
+        net = network.find_network(self.settings.network, ignore_missing=False)
+        self._keypair = compute.create_keypair(name=self.name, public_key=public_key)
+        self._server = compute.create_server(
+            name=self.name,
+            image_id=image.id,
+            flavor_id=flavor.id,
+            networks=[{"uuid": net.id}],
+            key_name=self._keypair.name,
+            user_data=base64.b64encode(self.user_data.encode()).decode(),
+            security_groups=[{"name": group} for group in self.settings.security_groups],
+            metadata={"imagekit": "throwaway"},
+        )
+        server = compute.wait_for_server(self._server, wait=int(self.boot_timeout))
+        host = _fixed_address(server)
+        if self.settings.floating_ip_network:
+            external = network.find_network(self.settings.floating_ip_network, ignore_missing=False)
+            port = next(iter(network.ports(device_id=server.id)))
+            self._floating_ip = network.create_ip(floating_network_id=external.id, port_id=port.id)
+            host = self._floating_ip.floating_ip_address
+        address = SshAddress(host, 22, self.user, str(key_file))
+        self.timings = wait_until_ready(
+            address, started, self.boot_timeout, self._gone, self.console_tail
+        )
+        return address
+
+    def _gone(self) -> str | None:
+        server = self.conn.compute.get_server(self._server.id)
+        if server.status == "ERROR":
+            return f"server {server.id} is in ERROR: {(server.fault or {}).get('message', '?')}"
+        return None
+
+    def console_tail(self, lines: int = 15) -> str:
+        try:
+            output = self.conn.compute.get_server_console_output(self._server, length=lines)
+            return str(output.get("output", ""))
+        except Exception as err:  # the console is a diagnostic: never mask the real error
+            return f"(no console: {err})"
+
+    def describe(self) -> str:
+        server = self._server.id if self._server else "?"
+        return f"server {server}, keypair {self.name}; files in {self.workdir}"
+
+    def stop(self) -> None:
+        """Delete what start made; one failed deletion does not stop the others."""
+        compute, network = self.conn.compute, self.conn.network
+        errors = []
+        steps: list[tuple[str, Callable[[Any], object]]] = [
+            ("_floating_ip", lambda ip: network.delete_ip(ip, ignore_missing=True)),
+            ("_server", lambda server: _delete_server(compute, server)),
+            ("_keypair", lambda keypair: compute.delete_keypair(keypair, ignore_missing=True)),
+        ]
+        for what, delete in steps:
+            if getattr(self, what) is None:
+                continue
+            try:
+                delete(getattr(self, what))
+                setattr(self, what, None)
+            except Exception as err:
+                errors.append(f"{what.strip('_')}: {err}")
+        shutil.rmtree(self.workdir, ignore_errors=True)
+        if errors:
+            raise ImagekitError(f"{self.name}: could not delete " + "; ".join(errors))
+
+
+def _delete_server(compute: Any, server: Any) -> None:
+    compute.delete_server(server, ignore_missing=True)
+    compute.wait_for_delete(server, wait=300)
+
+
+def connect(cloud: str) -> Connection:
+    """A connection to a clouds.yaml entry; an unknown cloud is bad input."""
+    try:
+        return openstack.connect(cloud=cloud)
+    except ConfigException as err:
+        raise UserError(f"--cloud {cloud}: {str(err).splitlines()[0]}") from None
+
+
+def _fixed_address(server: Any) -> str:
+    for addresses in (server.addresses or {}).values():
+        for address in addresses:
+            if address.get("version") == 4:
+                return str(address["addr"])
+    raise RuntimeError(f"server {server.id} has no IPv4 address")
