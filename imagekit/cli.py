@@ -12,6 +12,7 @@ from imagekit.config import DEFAULT_CONFIG, load_config
 from imagekit.errors import ImagekitError, Interrupted, UserError
 from imagekit.instances import SshAddress
 from imagekit.roles import ROLES, resolve_roles
+from imagekit.userdata import ROLE_VALUES, load_values, render_user_data
 
 
 class _Parser(argparse.ArgumentParser):
@@ -66,6 +67,34 @@ def _parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="boot a server on this clouds.yaml cloud instead of a local VM "
         "(the build's Glance image imagekit-ROLE-BUILD; settings from the config's openstack:)",
+    )
+
+    userdata = commands.add_parser(
+        "userdata",
+        help="render the cloud-init user data of one instance of a role",
+        description="Render cloud-init/ROLE.yaml.j2 (plus the shared part) with the given "
+        "values, validate it against cloud-init's schema, and print it (or --output FILE).",
+    )
+    userdata.add_argument("role", metavar="ROLE", choices=ROLES, help=", ".join(ROLES))
+    userdata.add_argument(
+        "--values",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="YAML file of variables (repeatable; later files win)",
+    )
+    userdata.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        dest="assignments",
+        help="one variable (repeatable; wins over --values; the value is YAML)",
+    )
+    userdata.add_argument("--output", type=Path, metavar="FILE", help="write here (mode 0600)")
+    userdata.add_argument(
+        "--list", action="store_true", help="list the role's variables and their defaults"
     )
 
     check = commands.add_parser(
@@ -139,6 +168,32 @@ def _test(args: argparse.Namespace) -> int:
     return 0
 
 
+def _userdata(args: argparse.Namespace) -> int:
+    model = ROLE_VALUES[args.role]
+    if args.list:
+        for name, field in model.model_fields.items():
+            default = "(required)" if field.is_required() else f"default: {field.default}"
+            print(f"{name:22} {default:30} {field.description or ''}")
+        return 0
+    config = load_config(args.config)
+    values = load_values(args.role, args.values, args.assignments)
+    text = render_user_data(args.role, values, config.cache_dir)
+    if values.secrets():
+        print(
+            f"imagekit: warning: this user data holds secrets ({', '.join(values.secrets())}): "
+            "the instance's metadata service serves it to anything on the instance and to "
+            "anyone with API access to the server",
+            file=sys.stderr,
+        )
+    if args.output:
+        args.output.touch(mode=0o600)
+        args.output.chmod(0o600)
+        args.output.write_text(text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
 def _doctor(args: argparse.Namespace) -> int:
     found = doctor.checks(args.config)
     packages = doctor.missing_packages(found)
@@ -163,7 +218,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _terminate)
     try:
         args = _parser().parse_args(argv)
-        handler = {"build": _build, "test": _test, "doctor": _doctor}[args.command]
+        handlers = {"build": _build, "test": _test, "userdata": _userdata, "doctor": _doctor}
+        handler = handlers[args.command]
         return handler(args)
     except ImagekitError as err:
         print(f"imagekit: error: {err}", file=sys.stderr)

@@ -19,6 +19,9 @@ from imagekit.instances.openstack import OpenStackInstance, ServerSettings, conn
 from imagekit.instances.qemu import QemuInstance
 from imagekit.manifest import Manifest, SuiteResult, latest_build, utc_now
 from imagekit.roles import CHECKOUT
+from imagekit.userdata import load_values, render_user_data
+from imagekit.userdata.render import template_context
+from imagekit.userdata.values import Common
 
 SUITES_DIR = CHECKOUT / "tests" / "infra"
 
@@ -67,12 +70,26 @@ def find_target(config: Config, role: str, image: Path | None, build_id: str | N
 InstanceFactory = Callable[[Target, Path], Instance]
 
 
+EXAMPLES_DIR = CHECKOUT / "cloud-init" / "examples"
+
+
+def example_values(role: str) -> Common:
+    """The role's documented example values: what test instances boot with."""
+    return load_values(role, [EXAMPLES_DIR / f"{role}.yaml"], [])
+
+
 def qemu_instances(config: Config, prefix: str = "imagekit-test") -> InstanceFactory:
     """The default backend: a local qemu VM per target, its console log beside the report."""
 
     def make(target: Target, console: Path) -> Instance:
-        name = f"{prefix}-{target.role}"
-        return QemuInstance(target.image, config.admin_user, name, console_log=console)
+        user_data = render_user_data(target.role, example_values(target.role), config.cache_dir)
+        return QemuInstance(
+            target.image,
+            config.admin_user,
+            f"{prefix}-{target.role}",
+            user_data,
+            console_log=console,
+        )
 
     return make
 
@@ -99,9 +116,16 @@ def suite_files(role: str) -> list[Path]:
     return [SUITES_DIR / "test_common.py", SUITES_DIR / f"test_{role}.py"]
 
 
-def suite_context(config: Config, address: SshAddress) -> dict[str, object]:
-    """What the role suites expect, from the config the image was built with."""
+def suite_context(config: Config, role: str, address: SshAddress) -> dict[str, object]:
+    """What the role suites expect: the build's config and the instance's user-data values."""
+    values = example_values(role)
+    revealed = json.loads(values.model_dump_json())
+    for name, value in template_context(values).items():
+        # Secrets in clear (the suites log in with them) and derived values.
+        if name not in revealed or name in values.secrets():
+            revealed[name] = value
     return {
+        "values": json.loads(json.dumps(revealed, default=str)),
         "admin_user": config.admin_user,
         "authorized_keys": [key.line for key in config.public_keys],
         "packages": config.packages,
@@ -116,7 +140,7 @@ def run_suite(
     """Run the role's testinfra suite against a booted instance; the JUnit XML goes to junit."""
     with tempfile.TemporaryDirectory(prefix="imagekit-suite-") as tmp:
         context = Path(tmp) / "context.json"
-        context.write_text(json.dumps(suite_context(config, address)))
+        context.write_text(json.dumps(suite_context(config, role, address)))
         # A throwaway instance's host key is new by definition.
         ssh_config = Path(tmp) / "ssh_config"
         ssh_config.write_text(

@@ -1,5 +1,6 @@
 """A fresh SSH key pair per run, and waiting until an instance is ready."""
 
+import logging
 import socket
 import time
 from collections.abc import Callable
@@ -53,6 +54,11 @@ def run(client: paramiko.SSHClient, command: str, timeout: float) -> tuple[int, 
     _, stdout, _ = client.exec_command(command, timeout=timeout)
     output = stdout.read().decode(errors="replace")
     return stdout.channel.recv_exit_status(), output
+
+
+# paramiko logs every refused early connection with a traceback; the wait
+# itself reports what matters.
+logging.getLogger("paramiko.transport").setLevel(logging.CRITICAL)
 
 
 def wait_for_ssh(

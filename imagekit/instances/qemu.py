@@ -111,28 +111,24 @@ class QemuInstance:
         )
         return [
             "qemu-system-x86_64",
-            "-machine",
-            "q35",
+            # i440fx with fixed PCI slots, as Nova does: the NICs are ens3 and ens4 there too.
+            "-machine", "pc",
             *accel,
-            "-m",
-            str(self.memory_mb),
-            "-smp",
-            str(self.cpus),
-            "-display",
-            "none",
-            "-monitor",
-            "none",
-            "-serial",
-            f"file:{self.console_log}",
-            "-drive",
-            f"file={overlay},if=virtio,format=qcow2",
-            "-drive",
-            f"file={seed},if=virtio,format=raw,media=cdrom,readonly=on",
-            "-netdev",
-            f"user,id=net0,hostfwd=tcp:127.0.0.1:{port}-:22",
-            "-device",
-            "virtio-net-pci,netdev=net0",
-        ]
+            "-m", str(self.memory_mb),
+            "-smp", str(self.cpus),
+            "-display", "none",
+            "-monitor", "none",
+            "-serial", f"file:{self.console_log}",
+            "-netdev", f"user,id=public,hostfwd=tcp:127.0.0.1:{port}-:22",
+            "-device", "virtio-net-pci,netdev=public,addr=0x3",
+            # The private network, isolated: restrict=on lets nothing out through it.
+            "-netdev", "user,id=private,net=10.12.0.0/16,restrict=on",
+            "-device", "virtio-net-pci,netdev=private,addr=0x4",
+            "-drive", f"file={overlay},if=none,id=disk,format=qcow2",
+            "-device", "virtio-blk-pci,drive=disk,addr=0x5",
+            "-drive", f"file={seed},if=none,id=seed,format=raw,readonly=on",
+            "-device", "virtio-blk-pci,drive=seed,addr=0x6",
+        ]  # fmt: skip
 
     def describe(self) -> str:
         """Where a kept instance is, and how to get rid of it."""

@@ -98,3 +98,14 @@ def test_no_account_has_a_password(host: Host) -> None:
     for line in shadow.splitlines():
         user, password = line.split(":")[:2]
         assert password.startswith(("!", "*")), f"{user} has a password"
+
+
+def test_user_data_named_the_instance_and_its_private_address(
+    host: Host, expected: dict[str, Any]
+) -> None:
+    values = expected["values"]
+    assert host.check_output("hostname") == values["hostname"]
+    assert host.check_output("hostname -f") == f"{values['hostname']}.{values['domain']}"
+    addresses = host.check_output(f"ip -4 -o addr show dev {values['private_interface']}")
+    assert f"inet {values['private_address']} " in addresses
+    assert f"nameserver {values['resolver']}" in host.file("/etc/resolv.conf").content_string

@@ -1,5 +1,7 @@
 """Load balancer and gateway of the private network."""
 
+from typing import Any
+
 from testinfra.host import Host
 
 
@@ -21,3 +23,33 @@ def test_nftables_ready_for_nat(host: Host) -> None:
     with host.sudo():
         nat = host.check_output("nft list table ip nat")
     assert "type nat hook postrouting" in nat
+
+
+def test_backends_from_user_data(host: Host, expected: dict[str, Any]) -> None:
+    config = host.file("/etc/haproxy/haproxy.cfg").content_string
+    for backend in expected["values"]["web_backends"]:
+        assert f"server {backend['name']} {backend['address']}:{backend['port']} check" in config
+
+
+def test_private_network_is_masqueraded(host: Host, expected: dict[str, Any]) -> None:
+    values = expected["values"]
+    with host.sudo():
+        nat = host.check_output("nft list table ip nat")
+    assert (
+        f'ip saddr {values["private_network"]} oifname "{values["public_interface"]}" masquerade'
+        in nat
+    )
+
+
+def test_http_redirects_to_https_with_a_private_certificate(host: Host) -> None:
+    redirect = host.check_output(
+        "curl -sS -o /dev/null -w '%{http_code} %{redirect_url}' http://127.0.0.1/"
+    )
+    assert redirect.startswith("301 https://")
+    # TLS is up; no backend answers here, so HAProxy itself says 503.
+    status = host.check_output("curl -sk -o /dev/null -w '%{http_code}' https://127.0.0.1/")
+    assert status == "503"
+    with host.sudo():
+        pem = host.file("/etc/haproxy/certs/site.pem")
+        assert pem.mode == 0o600 and pem.user == "root"
+        assert not host.file("/etc/haproxy/certs/site.key").exists
