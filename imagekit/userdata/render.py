@@ -28,9 +28,11 @@ def template_context(values: Common) -> dict[str, Any]:
     context: dict[str, Any] = {}
     for name, value in values:
         context[name] = value.get_secret_value() if isinstance(value, SecretStr) else value
-    for name in dir(type(values)):
-        if isinstance(getattr(type(values), name, None), property):
-            context[name] = getattr(values, name)
+    for cls in type(values).__mro__:
+        if issubclass(cls, Common):
+            for name, attr in vars(cls).items():
+                if isinstance(attr, property):
+                    context[name] = getattr(values, name)
     return context
 
 

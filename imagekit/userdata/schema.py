@@ -7,6 +7,7 @@ The images run Debian's cloud-init; its package ships the schema that its
 
 import functools
 import json
+import os
 import subprocess
 import tarfile
 import tempfile
@@ -34,9 +35,12 @@ def _download(cache: Path) -> Path:
     if target.is_file():
         return target
     with tempfile.TemporaryDirectory() as tmp:
-        result = subprocess.run(
-            ["apt-get", "download", "cloud-init"], cwd=tmp, capture_output=True, text=True
-        )
+        download = ["apt-get", "download", "cloud-init"]
+        result = subprocess.run(download, cwd=tmp, capture_output=True, text=True)
+        if result.returncode != 0 and os.geteuid() == 0:
+            # A fresh host has no package lists yet.
+            subprocess.run(["apt-get", "update", "-qq"], capture_output=True, check=False)
+            result = subprocess.run(download, cwd=tmp, capture_output=True, text=True)
         if result.returncode != 0:
             raise ImagekitError(
                 "cannot fetch the cloud-init package for its schema "

@@ -195,7 +195,8 @@ def load_values(role: str, files: list[Path], assignments: list[str]) -> Common:
 
 
 def _problem(err: ValidationError) -> str:
-    problem = err.errors()[0]
+    # A misspelt name explains the "missing" errors that come with it: say it first.
+    problem = min(err.errors(), key=lambda e: e["type"] != "extra_forbidden")
     where = ".".join(str(part) for part in problem["loc"])
     if problem["type"] == "extra_forbidden":
         message = f"unknown variable '{where}'"

@@ -91,3 +91,25 @@ def test_test_cloud_needs_openstack_settings(write_config: WriteConfig) -> None:
     path = write_config("ssh_keys: [{key}]\n")
     result = run("--config", str(path), "test", "web", "--cloud", "prod")
     _assert_one_line_exit_2(result, "openstack: section missing")
+
+
+def test_userdata_misspelt_variable() -> None:
+    result = run("userdata", "web", "--set", "hostname=web1", "--set", "servername=x")
+    _assert_one_line_exit_2(result, "unknown variable 'servername'")
+
+
+def test_userdata_to_a_private_file_with_a_warning(tmp_path: Path) -> None:
+    out = tmp_path / "db.yaml"
+    examples = Path(__file__).parents[2] / "cloud-init" / "examples"
+    result = run("userdata", "db", "--values", str(examples / "db.yaml"), "--output", str(out))
+    assert result.returncode == 0, result.stderr
+    assert "warning" in result.stderr and "db_password" in result.stderr
+    assert "example-only" not in result.stderr, "the secret itself is never logged"
+    assert out.read_text().startswith("#cloud-config\n")
+    assert out.stat().st_mode & 0o777 == 0o600
+
+
+def test_userdata_list_documents_variables() -> None:
+    result = run("userdata", "lb", "--list")
+    assert result.returncode == 0
+    assert "web_backends" in result.stdout and "(required)" in result.stdout

@@ -1,0 +1,125 @@
+"""User data: values validated, templates strict, output checked against cloud-init's schema."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from imagekit.errors import UserError
+from imagekit.roles import CHECKOUT, ROLES
+from imagekit.userdata import load_values, render_user_data
+from imagekit.userdata import render as render_module
+from imagekit.userdata.schema import validate_cloud_config
+
+EXAMPLES = CHECKOUT / "cloud-init" / "examples"
+CACHE = CHECKOUT / "build" / "cache"
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_every_role_renders_valid_cloud_config_from_its_example(role: str) -> None:
+    text = render_user_data(role, load_values(role, [EXAMPLES / f"{role}.yaml"], []), CACHE)
+    assert text.startswith("#cloud-config\n")
+    data = yaml.safe_load(text)
+    assert data["hostname"] and data["write_files"] and data["runcmd"][0] == ["ifup", "ens4"]
+
+
+def test_set_wins_over_values_and_parses_yaml() -> None:
+    values = load_values(
+        "lb",
+        [EXAMPLES / "lb.yaml"],
+        ["hostname=lb2", "web_backends=[{name: w9, address: 10.12.0.99, port: 8080}]"],
+    )
+    data = yaml.safe_load(render_user_data("lb", values, CACHE))
+    assert data["hostname"] == "lb2"
+    haproxy = next(f for f in data["write_files"] if f["path"] == "/etc/haproxy/haproxy.cfg")
+    assert "server w9 10.12.0.99:8080 check" in haproxy["content"]
+
+
+def test_secrets_are_written_private() -> None:
+    values = load_values("web", [EXAMPLES / "web.yaml"], [])
+    assert values.secrets() == ["db_password"]
+    data = yaml.safe_load(render_user_data("web", values, CACHE))
+    app = next(f for f in data["write_files"] if f["path"] == "/etc/imagekit/app.ini")
+    assert app["permissions"] == "0640" and app["owner"] == "root:www-data"
+    assert "example-only-Xk29vQ7d" in app["content"]
+    assert "example-only" not in repr(values), "secrets never show in reprs or logs"
+
+
+def test_given_tls_pair_is_used_and_private(tmp_path: Path) -> None:
+    cert = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----"
+    key = "-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----"
+    values = load_values(
+        "lb", [EXAMPLES / "lb.yaml"], [f"tls_certificate={cert!r}", f"tls_key={key!r}"]
+    )
+    data = yaml.safe_load(render_user_data("lb", values, CACHE))
+    pem = next(f for f in data["write_files"] if f["path"] == "/etc/haproxy/certs/site.pem")
+    assert pem["permissions"] == "0600" and "BEGIN PRIVATE KEY" in pem["content"]
+    assert not any("openssl" in str(step) for step in data["runcmd"]), "no self-signed one"
+
+
+@pytest.mark.parametrize(
+    ("role", "assignments", "message"),
+    [
+        ("lb", ["web_backend=[]"], "unknown variable 'web_backend'"),
+        ("web", ["server_name=null"], "server_name"),
+        ("lb", ["hostname=Bad_Name"], "hostname"),
+        ("lb", ["private_address=192.168.1.1/24"], "outside private_network"),
+        ("dns", ["records={ns1: 10.12.0.999}"], "records.ns1"),
+        ("db", ["db_password=short"], "db_password: at least 12 characters"),
+        ("db", ["db_password=it's-a-quote-inside"], "db_password"),
+        ("lb", ["tls_key=x"], "tls_certificate and tls_key go together"),
+        ("lb", ["novalue"], "expected KEY=VALUE"),
+    ],
+)
+def test_bad_values_are_one_line_errors(role: str, assignments: list[str], message: str) -> None:
+    with pytest.raises(UserError) as caught:
+        load_values(role, [EXAMPLES / f"{role}.yaml"], assignments)
+    assert message in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_misspelt_template_variable_is_an_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "common.yaml.j2").write_text("hostname: {{ hostnme }}\n")
+    (tmp_path / "web.yaml.j2").write_text("runcmd: []\n")
+    monkeypatch.setattr(render_module, "_env", _env_for(tmp_path))
+    values = load_values("web", [EXAMPLES / "web.yaml"], [])
+    with pytest.raises(UserError, match="undefined variable: 'hostnme' is undefined"):
+        render_user_data("web", values, CACHE)
+
+
+def _env_for(directory: Path) -> object:
+    import jinja2
+
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(directory), undefined=jinja2.StrictUndefined
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("hostname: x\n", "must start with '#cloud-config'"),
+        ("#cloud-config\nwrite_file: []\n", "no cloud-init module reads: write_file"),
+        ("#cloud-config\nruncmd: {a: 1}\n", "invalid for cloud-init: runcmd"),
+        ("#cloud-config\nwrite_files: [{content: x}]\n", "write_files.0"),
+        ("#cloud-config\npackage_update: maybe\n", "package_update"),
+    ],
+)
+def test_schema_rejects_invalid_cloud_config(text: str, message: str) -> None:
+    with pytest.raises(UserError, match=message):
+        validate_cloud_config(text, CACHE)
+
+
+def test_required_variable_missing() -> None:
+    with pytest.raises(UserError, match="required variable 'web_backends' is missing"):
+        load_values("lb", [], ["hostname=lb1"])
+
+
+def test_readme_documents_every_variable() -> None:
+    from imagekit.userdata import ROLE_VALUES
+
+    readme = (CHECKOUT / "cloud-init" / "README.md").read_text()
+    for model in ROLE_VALUES.values():
+        for name in model.model_fields:
+            assert f"`{name}`" in readme, name
