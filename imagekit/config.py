@@ -77,6 +77,26 @@ class OpenStackSettings(StrictModel):
     security_groups: list[str] = []
 
 
+class PublishSettings(StrictModel):
+    """How builds reach Glance and who they are shared with."""
+
+    name_format: str = Field(default="imagekit-{role}-{build_id}", pattern=r"\{build_id\}")
+    members: list[str] = []
+    identity_cloud: str | None = None
+    keep: int = Field(default=3, ge=1)
+    delete_after_days: int = Field(default=30, ge=1)
+    min_ram_mb: int = Field(default=512, ge=64)
+
+    @field_validator("name_format")
+    @classmethod
+    def _known_fields(cls, value: str) -> str:
+        try:
+            value.format(role="web", build_id="20260101T000000Z")
+        except (KeyError, IndexError, ValueError) as err:
+            raise ValueError(f"only {{role}} and {{build_id}} may be used ({err})") from None
+        return value
+
+
 class Config(StrictModel):
     distribution: Literal["debian"] = "debian"
     release: str = Field(default="bookworm", pattern=r"^[a-z]+$")
@@ -87,6 +107,7 @@ class Config(StrictModel):
     packages: list[PackageName] = []
     roles: dict[Role, RoleSettings] = {}
     openstack: OpenStackSettings | None = None
+    publish: PublishSettings = PublishSettings()
     output_dir: Path = Field(default=Path("images"), validate_default=True)
     cache_dir: Path = Field(default=Path("cache"), validate_default=True)
     source: Path = Field(default=DEFAULT_CONFIG, exclude=True)

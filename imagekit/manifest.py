@@ -50,6 +50,16 @@ class SuiteResult(BaseModel):
     report: str | None = None
 
 
+class Publication(BaseModel):
+    """One upload of the build's image to a cloud's Glance."""
+
+    cloud: str
+    image_id: str
+    name: str
+    when: str
+    forced: bool = False
+
+
 class Manifest(BaseModel):
     role: str
     build_id: str
@@ -71,6 +81,7 @@ class Manifest(BaseModel):
     image: ImageFile | None = None
     packages: list[Package] = []
     tests: list[SuiteResult] = []
+    publications: list[Publication] = []
 
     @property
     def tested(self) -> bool:

@@ -12,10 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from imagekit.builders.dib import CLOUD_INIT_DATASOURCES
+from imagekit.clouds import connect
 from imagekit.config import Config
 from imagekit.errors import UserError
 from imagekit.instances import Instance, SshAddress, throwaway
-from imagekit.instances.openstack import OpenStackInstance, ServerSettings, connect
+from imagekit.instances.openstack import OpenStackInstance, ServerSettings
 from imagekit.instances.qemu import QemuInstance
 from imagekit.manifest import Manifest, SuiteResult, latest_build, utc_now
 from imagekit.roles import CHECKOUT

@@ -15,11 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import openstack
 from openstack.connection import Connection
-from openstack.exceptions import ConfigException
 
-from imagekit.errors import ImagekitError, UserError
+from imagekit.errors import ImagekitError
 from imagekit.instances import SshAddress
 from imagekit.instances.access import make_key_pair, wait_until_ready
 
@@ -133,14 +131,6 @@ class OpenStackInstance:
 def _delete_server(compute: Any, server: Any) -> None:
     compute.delete_server(server, ignore_missing=True)
     compute.wait_for_delete(server, wait=300)
-
-
-def connect(cloud: str) -> Connection:
-    """A connection to a clouds.yaml entry; an unknown cloud is bad input."""
-    try:
-        return openstack.connect(cloud=cloud)
-    except ConfigException as err:
-        raise UserError(f"--cloud {cloud}: {str(err).splitlines()[0]}") from None
 
 
 def _fixed_address(server: Any) -> str:

@@ -1,0 +1,1 @@
+"""Publishing tested builds to Glance: upload, verify, share, rotate."""

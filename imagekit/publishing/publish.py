@@ -1,0 +1,118 @@
+"""`imagekit publish`: a tested build to Glance, verified, shared, old images rotated."""
+
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from openstack.connection import Connection
+
+from imagekit.clouds import connect, glance
+from imagekit.config import Config
+from imagekit.errors import UserError
+from imagekit.manifest import Manifest, Publication, builds, utc_now
+from imagekit.publishing.attributes import TOOL_TAG, image_attributes, image_name
+from imagekit.publishing.rotation import RotationPlan, rotate
+from imagekit.publishing.sharing import resolve_projects, share
+from imagekit.publishing.upload import create_and_upload
+
+
+@dataclass
+class PublishResult:
+    role: str
+    build_id: str
+    name: str
+    image_id: str | None
+    uploaded: bool
+    members: dict[str, str] = field(default_factory=dict)
+    rotation: RotationPlan = field(default_factory=RotationPlan)
+    upload_s: float = 0
+    size_bytes: int = 0
+
+
+def find_publishable(config: Config, role: str, build_id: str | None, force: bool) -> Path:
+    """The build to publish: the given one, or the newest that passed its tests."""
+    candidates = [b for b in builds(config.output_dir, role) if Manifest.read(b).status == "built"]
+    if build_id is not None:
+        candidates = [b for b in candidates if b.name == build_id]
+        if not candidates:
+            raise UserError(f"--build {build_id}: no finished build of '{role}'")
+    if not candidates:
+        raise UserError(f"no finished build of '{role}'; run: imagekit build {role}")
+    if force:
+        return candidates[-1]
+    tested = [b for b in candidates if Manifest.read(b).tested]
+    if not tested:
+        raise UserError(
+            f"no tested build of '{role}' (run: imagekit test {role}); --force publishes anyway"
+        )
+    return tested[-1]
+
+
+def existing_image(conn: Connection, name: str, sha256: str) -> Any | None:
+    """This project's active image of that name and content, if already published."""
+    for image in glance(conn).images(name=name, owner=conn.current_project_id, tag=TOOL_TAG):
+        properties = image.properties or {}
+        if image.status == "active" and properties.get("imagekit_sha256") == sha256:
+            return image
+    return None
+
+
+def publish(
+    config: Config,
+    role: str,
+    cloud: str,
+    build_id: str | None = None,
+    shares: list[str] | None = None,
+    force: bool = False,
+    dry_run: bool = False,
+) -> PublishResult:
+    build_dir = find_publishable(config, role, build_id, force)
+    manifest = Manifest.read(build_dir)
+    assert manifest.image is not None
+    forced = not manifest.tested
+    if forced:
+        print(
+            f"imagekit: warning: publishing untested build {manifest.build_id} "
+            f"of '{role}' (--force)",
+            file=sys.stderr,
+        )
+    conn = connect(cloud)
+    identity = connect(config.publish.identity_cloud) if config.publish.identity_cloud else conn
+    # Every project is resolved before anything is uploaded.
+    members = resolve_projects(identity, [*config.publish.members, *(shares or [])])
+    name = image_name(config, manifest)
+    result = PublishResult(role, manifest.build_id, name, None, False)
+    result.size_bytes = manifest.image.size_bytes
+
+    image = existing_image(conn, name, manifest.image.sha256)
+    if image is not None:
+        result.image_id = image.id
+    elif not dry_run:
+        started = time.monotonic()
+        stored, _ = create_and_upload(
+            conn,
+            build_dir / manifest.image.file,
+            image_attributes(config, manifest, forced),
+            manifest.image.sha256,
+        )
+        result.upload_s = round(time.monotonic() - started, 1)
+        result.image_id, result.uploaded = stored["id"], True
+    if result.image_id is None:  # dry run of a new upload
+        return result
+    if dry_run:
+        result.members = {pid: "(would add)" for pid in members.values()}
+    else:
+        result.members = share(conn, result.image_id, list(members.values()))
+    result.rotation = rotate(
+        conn, role, result.image_id, config.publish.keep, config.publish.delete_after_days, dry_run
+    )
+    if result.uploaded:
+        manifest.publications.append(
+            Publication(
+                cloud=cloud, image_id=result.image_id, name=name, when=utc_now(), forced=forced
+            )
+        )
+        manifest.write(build_dir)
+    return result

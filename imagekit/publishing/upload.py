@@ -1,0 +1,135 @@
+"""Upload one image file to Glance, hashing it on the way, and verify what Glance stored."""
+
+import hashlib
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from keystoneauth1 import exceptions as ks_exceptions
+from openstack import exceptions as os_exceptions
+from openstack.connection import Connection
+
+from imagekit.clouds import glance
+from imagekit.errors import ImagekitError
+
+CHUNK = 4 << 20
+RETRIES = 3
+# Errors worth another try; 401/403/409/413/415 and other 4xx are permanent.
+TRANSIENT = (ks_exceptions.ConnectFailure, ks_exceptions.ConnectionError, ConnectionError)
+
+
+@dataclass
+class Hashes:
+    sha256: str
+    sha512: str
+    size: int
+
+
+class HashingReader:
+    """Streams a file to the upload while hashing the very bytes that are sent."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.sha256 = hashlib.sha256()
+        self.sha512 = hashlib.sha512()
+        self.size = 0
+
+    def __iter__(self) -> Iterator[bytes]:
+        with self.path.open("rb") as f:
+            while chunk := f.read(CHUNK):
+                self.sha256.update(chunk)
+                self.sha512.update(chunk)
+                self.size += len(chunk)
+                yield chunk
+
+    def hashes(self) -> Hashes:
+        return Hashes(self.sha256.hexdigest(), self.sha512.hexdigest(), self.size)
+
+
+def _ok(response: Any) -> Any:
+    """Raise the SDK's HttpException (with status_code) for an HTTP error."""
+    os_exceptions.raise_from_response(response)
+    return response
+
+
+def _status(err: Exception) -> int | None:
+    return getattr(err, "http_status", None) or getattr(err, "status_code", None)
+
+
+def is_transient(err: Exception) -> bool:
+    status = _status(err)
+    return isinstance(err, TRANSIENT) or (status is not None and status >= 500)
+
+
+def create_and_upload(
+    conn: Connection, path: Path, attributes: dict[str, Any], expected_sha256: str
+) -> tuple[dict[str, Any], Hashes]:
+    """POST the image record, PUT its data; transient errors retried with backoff.
+
+    Whatever goes wrong (an error, a mismatch, Ctrl-C), the half-made image is
+    deleted before the exception leaves.
+    """
+    for attempt in range(1, RETRIES + 1):
+        image_id = None
+        try:
+            image = _ok(conn.image.post("/images", json=attributes)).json()
+            image_id = image["id"]
+            reader = HashingReader(path)
+            _ok(
+                conn.image.put(
+                    f"/images/{image_id}/file",
+                    data=iter(reader),
+                    headers={"Content-Type": "application/octet-stream"},
+                )
+            )
+            hashes = reader.hashes()
+            stored = wait_active(conn, image_id)
+            verify(stored, hashes, expected_sha256)
+            return stored, hashes
+        except BaseException as err:
+            if image_id is not None:
+                delete_quietly(conn, image_id)
+            if isinstance(err, Exception) and is_transient(err) and attempt < RETRIES:
+                time.sleep(2**attempt)
+                continue
+            raise
+    raise AssertionError("unreachable")
+
+
+def wait_active(conn: Connection, image_id: str, timeout: float = 600) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        image: dict[str, Any] = _ok(conn.image.get(f"/images/{image_id}")).json()
+        if image["status"] == "active":
+            return image
+        if image["status"] in ("killed", "deleted", "deactivated"):
+            raise ImagekitError(f"Glance left image {image_id} {image['status']}")
+        if time.monotonic() > deadline:
+            raise ImagekitError(f"image {image_id} still {image['status']} after {timeout:.0f}s")
+        time.sleep(1)
+
+
+def verify(image: dict[str, Any], hashes: Hashes, expected_sha256: str) -> None:
+    """What Glance stored is what we sent, and what we sent is what was built."""
+    if hashes.sha256 != expected_sha256:
+        raise ImagekitError(
+            "the image file changed since it was built (sha256 differs from the manifest)"
+        )
+    if image.get("os_hash_algo") != "sha512" or image.get("os_hash_value") != hashes.sha512:
+        raise ImagekitError(
+            f"checksum mismatch: Glance stored {image.get('os_hash_algo')} "
+            f"{str(image.get('os_hash_value'))[:16]}..., we sent sha512 {hashes.sha512[:16]}..."
+        )
+    if image.get("size") != hashes.size:
+        raise ImagekitError(
+            f"size mismatch: Glance stored {image.get('size')}, we sent {hashes.size}"
+        )
+
+
+def delete_quietly(conn: Connection, image_id: str) -> None:
+    try:
+        glance(conn).delete_image(image_id, ignore_missing=True)
+    except (os_exceptions.SDKException, *TRANSIENT):
+        pass
