@@ -1,16 +1,23 @@
 """The `imagekit` command: a thin layer over the Python API."""
 
 import argparse
+import os
+import shlex
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import NoReturn
 
 from imagekit import doctor, host, verify
 from imagekit.builders import dib
+from imagekit.clouds import connect
 from imagekit.config import DEFAULT_CONFIG, load_config
+from imagekit.devcloud import DevCloud
 from imagekit.errors import ImagekitError, Interrupted, UserError
 from imagekit.instances import SshAddress
+from imagekit.publishing import publish as publishing
+from imagekit.publishing import rotation, sharing
 from imagekit.roles import ROLES, resolve_roles
 from imagekit.userdata import ROLE_VALUES, load_values, render_user_data
 
@@ -95,6 +102,70 @@ def _parser() -> argparse.ArgumentParser:
     userdata.add_argument("--output", type=Path, metavar="FILE", help="write here (mode 0600)")
     userdata.add_argument(
         "--list", action="store_true", help="list the role's variables and their defaults"
+    )
+
+    def cloud_option(command: argparse.ArgumentParser) -> None:
+        command.add_argument(
+            "--cloud",
+            default=os.environ.get("OS_CLOUD"),
+            metavar="NAME",
+            help="clouds.yaml entry (default: $OS_CLOUD)",
+        )
+
+    publish = commands.add_parser(
+        "publish",
+        help="upload tested builds to Glance, share them, rotate old images",
+        description="Upload the newest tested build of each ROLE to the cloud's Glance, verify "
+        "its sha512, set the conventional properties, share it with the configured projects "
+        "(and --share), and rotate the role's older images.",
+    )
+    publish.add_argument("roles", nargs="+", metavar="ROLE", help=f"{', '.join(ROLES)} or all")
+    cloud_option(publish)
+    publish.add_argument("--build", metavar="ID", help="publish this build (one role)")
+    publish.add_argument(
+        "--share",
+        action="append",
+        default=[],
+        metavar="PROJECT",
+        help="also share with this project (name or id; repeatable)",
+    )
+    publish.add_argument(
+        "--force", action="store_true", help="publish even without a passing test (recorded)"
+    )
+    publish.add_argument(
+        "--dry-run", action="store_true", help="show what would be uploaded, shared, rotated"
+    )
+
+    accept = commands.add_parser(
+        "accept",
+        help="accept an image shared with your project",
+        description="As a member project: accept a shared image so that it lists and boots.",
+    )
+    accept.add_argument("image", metavar="IMAGE", help="image id, or name")
+    cloud_option(accept)
+
+    images = commands.add_parser(
+        "images",
+        help="list a role's published images",
+        description="List the role's images in the cloud: build, date, status, members.",
+    )
+    images.add_argument("role", metavar="ROLE", choices=ROLES, help=", ".join(ROLES))
+    cloud_option(images)
+
+    devcloud = commands.add_parser(
+        "devcloud",
+        help="a local Keystone + Glance on 127.0.0.1 to try publish and share",
+        description="Run a real OpenStack image service (Keystone + Glance from PyPI) on "
+        "127.0.0.1 with an image-building project (cloud 'devcloud') and two other projects "
+        "('devcloud-alpha', 'devcloud-beta'). 'env' prints the shell exports that use it.",
+    )
+    devcloud.add_argument("action", choices=["up", "down", "env"])
+    devcloud.add_argument(
+        "--as",
+        dest="cloud",
+        default="devcloud",
+        metavar="CLOUD",
+        help="for env: devcloud, devcloud-alpha, devcloud-beta or devcloud-admin",
     )
 
     check = commands.add_parser(
@@ -194,6 +265,90 @@ def _userdata(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cloud(args: argparse.Namespace) -> str:
+    if args.cloud:
+        return str(args.cloud)
+    local = DevCloud()
+    if not local.is_up():
+        raise UserError(
+            "no cloud: give --cloud NAME, set OS_CLOUD, or start the local one: imagekit devcloud up"
+        )
+    # The embedded default for a first run: the local dev cloud.
+    os.environ.update(local.env("devcloud"))
+    print("imagekit: no --cloud or OS_CLOUD: using the local dev cloud", file=sys.stderr)
+    return "devcloud"
+
+
+def _devcloud(args: argparse.Namespace) -> int:
+    local = DevCloud()
+    if args.action == "up":
+        started = time.monotonic()
+        local.up()
+        print(f"dev cloud up in {time.monotonic() - started:.0f}s; clouds: {local.clouds_yaml}")
+        print('use it with: eval "$(imagekit devcloud env)"', file=sys.stderr)
+    elif args.action == "down":
+        local.down()
+    else:
+        for name, value in local.env(args.cloud).items():
+            print(f"export {name}={shlex.quote(value)}")
+    return 0
+
+
+def _publish(args: argparse.Namespace) -> int:
+    roles = resolve_roles(args.roles)
+    if args.build and len(roles) > 1:
+        raise UserError("--build takes exactly one role")
+    config = load_config(args.config)
+    cloud = _cloud(args)
+    for role in roles:
+        result = publishing.publish(
+            config, role, cloud, args.build, args.share, args.force, args.dry_run
+        )
+        mib = result.size_bytes / 2**20
+        if result.uploaded:
+            rate = mib / result.upload_s if result.upload_s else 0
+            what = f"uploaded {result.name} as {result.image_id} ({mib:.0f} MiB in "
+            what += f"{result.upload_s:.1f}s, {rate:.0f} MiB/s, sha512 verified)"
+        elif result.image_id:
+            what = f"{result.name} already published as {result.image_id}: nothing uploaded"
+        else:
+            what = f"would upload {result.name} ({mib:.0f} MiB)"
+        print(f"{role}: {what}")
+        for member, status in result.members.items():
+            print(f"  member {member}: {status}")
+        plan = result.rotation
+        verb = "would " if args.dry_run else ""
+        print(
+            f"  rotation: {verb}keep {len(plan.keep)}, {verb}hide {len(plan.hide)}"
+            f"{' ' + ' '.join(plan.hide) if plan.hide else ''}, {verb}delete {len(plan.delete)}"
+            f"{' ' + ' '.join(plan.delete) if plan.delete else ''}"
+        )
+    return 0
+
+
+def _accept(args: argparse.Namespace) -> int:
+    image_id, status = sharing.accept(connect(_cloud(args)), args.image)
+    print(f"{image_id}: {status}")
+    return 0
+
+
+def _images(args: argparse.Namespace) -> int:
+    conn = connect(_cloud(args))
+    found = rotation.role_images(conn, args.role)
+    current = next((i.id for i in found if i.status == "active" and not i.is_hidden), None)
+    print(f"{'build':18} {'created':20} {'status':8} {'visibility':10} {'hidden':6} members")
+    for image in found:
+        members = sharing.member_status(conn, image.id) if image.visibility == "shared" else {}
+        listed = ", ".join(f"{m}:{s}" for m, s in members.items()) or "-"
+        build = (image.properties or {}).get("imagekit_build_id", "?")
+        mark = "  <- current" if image.id == current else ""
+        print(
+            f"{build:18} {image.created_at:20} {image.status:8} {image.visibility:10} "
+            f"{'yes' if image.is_hidden else 'no':6} {listed}  {image.id}{mark}"
+        )
+    return 0
+
+
 def _doctor(args: argparse.Namespace) -> int:
     found = doctor.checks(args.config)
     packages = doctor.missing_packages(found)
@@ -218,7 +373,16 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _terminate)
     try:
         args = _parser().parse_args(argv)
-        handlers = {"build": _build, "test": _test, "userdata": _userdata, "doctor": _doctor}
+        handlers = {
+            "build": _build,
+            "test": _test,
+            "userdata": _userdata,
+            "publish": _publish,
+            "accept": _accept,
+            "images": _images,
+            "devcloud": _devcloud,
+            "doctor": _doctor,
+        }
         handler = handlers[args.command]
         return handler(args)
     except ImagekitError as err:

@@ -2,8 +2,8 @@
 
 For tests and for users without a cloud. Keystone and Glance come from PyPI
 into their own virtualenv (their pins clash with ours) and run under uwsgi on
-127.0.0.1. A first setup takes ~20 s, so a copy of the fresh databases, keys
-and config (the snapshot) is kept and restored by later starts instead.
+127.0.0.1. A first setup takes ~15 s, so a copy of the fresh databases, keys
+and config (the snapshot) is kept, and later starts restore it in ~3 s.
 """
 
 import contextlib
@@ -20,7 +20,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from types import TracebackType
 from typing import Self, cast
 
 import yaml
@@ -28,7 +27,7 @@ from keystoneauth1.exceptions import ClientException
 from openstack.config.loader import OpenStackConfig
 from openstack.connection import Connection
 from openstack.exceptions import SDKException
-from openstack.identity.v3._proxy import Proxy as IdentityV3
+from openstack.identity.v3._proxy import Proxy as IdentityProxy
 
 from imagekit.errors import ImagekitError, UserError
 from imagekit.locking import Lock
@@ -38,7 +37,7 @@ PINS = ("keystone==30.0.0", "glance==33.0.0", "uwsgi==2.0.31")
 # Bump when the setup changes, so that older snapshots are not restored.
 SETUP_VERSION = 1
 REGION = "RegionOne"
-# cloud name in clouds.yaml -> (user, project)
+# cloud name in clouds.yaml -> (user, project); each user is a member of its project.
 ACCOUNTS = {
     "devcloud-admin": ("admin", "admin"),
     "devcloud": ("builder", "images"),
@@ -46,21 +45,69 @@ ACCOUNTS = {
     "devcloud-beta": ("beta-user", "beta"),
 }
 APPS = {"keystone": "keystone.wsgi.api:application", "glance": "glance.wsgi.api:application"}
-# What the snapshot holds; everything else in the state dir is rebuilt or kept.
+# What the snapshot holds; everything else in the state dir is kept or rebuilt.
 SNAPSHOT_ENTRIES = ("etc", "data", "keys", "clouds.yaml", "ports.json")
 READY_TIMEOUT = 90.0
 STOP_TIMEOUT = 15.0
 
+KEYSTONE_CONF = """\
+[database]
+connection = sqlite:///{state}/data/keystone.db
+[token]
+provider = fernet
+[fernet_tokens]
+key_repository = {state}/keys/fernet
+# fernet_setup also makes receipt keys, by default in /etc/keystone.
+[fernet_receipts]
+key_repository = {state}/keys/receipts
+[credential]
+key_repository = {state}/keys/credential
+# The in-process cache cuts a request from ~200 ms to ~20 ms.
+[cache]
+enabled = true
+backend = oslo_cache.dict
+# A loopback test cloud: cheap password hashing keeps logins fast.
+[identity]
+password_hash_rounds = 4
+"""
+
+GLANCE_CONF = """\
+[DEFAULT]
+enabled_backends = fs:file
+[glance_store]
+default_backend = fs
+[fs]
+filesystem_store_datadir = {state}/images/store
+[os_glance_staging_store]
+filesystem_store_datadir = {state}/images/staging
+[os_glance_tasks_store]
+filesystem_store_datadir = {state}/images/tasks
+[database]
+connection = sqlite:///{state}/data/glance.db
+[paste_deploy]
+flavor = keystone
+[keystone_authtoken]
+www_authenticate_uri = http://127.0.0.1:{keystone_port}
+auth_url = http://127.0.0.1:{keystone_port}
+auth_type = password
+user_domain_name = Default
+project_domain_name = Default
+project_name = service
+username = glance
+password = {password}
+[oslo_concurrency]
+lock_path = {state}/run/lock
+"""
+
 
 class DevCloud:
-    """Keystone + Glance on 127.0.0.1 with state (venv, databases, logs) in state_dir."""
+    """Keystone + Glance on 127.0.0.1; venv, databases, keys and logs in state_dir."""
 
     def __init__(self, state_dir: Path = DEFAULT_STATE_DIR) -> None:
         self.state_dir = state_dir.resolve()
         self.venv = self.state_dir / "venv"
         self.logs = self.state_dir / "logs"
         self.snapshot = self.state_dir / "snapshot"
-        self._run_dir = self.state_dir / "run"
 
     @property
     def clouds_yaml(self) -> Path:
@@ -72,40 +119,42 @@ class DevCloud:
             raise UserError(f"unknown dev cloud {cloud!r}; choose from {', '.join(ACCOUNTS)}")
         return {"OS_CLIENT_CONFIG_FILE": str(self.clouds_yaml), "OS_CLOUD": cloud}
 
-    def connect(self, cloud: str = "devcloud") -> Connection:
+    def connect(self, cloud: str = "devcloud", timeout: float | None = None) -> Connection:
         """An openstacksdk connection that ignores the caller's OS_* variables."""
         self.env(cloud)
-        config = OpenStackConfig(
-            config_files=[str(self.clouds_yaml)], secure_files=[], load_envvars=False
-        )
-        return Connection(config=config.get_one(cloud=cloud))
+        files = [str(self.clouds_yaml)]
+        config = OpenStackConfig(config_files=files, secure_files=[], load_envvars=False)
+        return Connection(config=config.get_one(cloud=cloud, api_timeout=timeout))
 
     def __enter__(self) -> Self:
         self.up()
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.down()
 
     def up(self, fresh: bool = False) -> None:
-        """Start with an empty image store; fresh=True redoes the setup instead of the snapshot."""
+        """Start with an empty image store, unless already running and healthy.
+
+        fresh=True redoes the whole setup instead of restoring the snapshot.
+        """
         self.state_dir.mkdir(parents=True, exist_ok=True)
         with Lock(self.state_dir / "devcloud.lock", "dev cloud start/stop"):
-            if not fresh and self._running() and self._probe() is None:
+            running = all(self._pid(name) is not None for name in APPS)
+            if running and not fresh and self._probe() is None:
                 return
             self._down()
             self.install()
             shutil.rmtree(self.state_dir / "images", ignore_errors=True)
-            if fresh or not self._restore():
-                self._setup()
-                return
-            self._start()
-            self._wait_ready()
+            try:
+                if fresh or not self._restore():
+                    self._setup()
+                else:
+                    self._start()
+                    self._wait_ready()
+            except BaseException:
+                self._down()  # no half-started servers left behind
+                raise
 
     def down(self) -> None:
         with Lock(self.state_dir / "devcloud.lock", "dev cloud start/stop"):
@@ -123,92 +172,49 @@ class DevCloud:
         self._run([*pip, *PINS], "installing Keystone and Glance", log)
         stamp.write_text(" ".join(PINS))
 
-    # -- setup -------------------------------------------------------------
-
     def _setup(self) -> None:
         for entry in SNAPSHOT_ENTRIES:
             _remove(self.state_dir / entry)
-        ports = {"keystone": _free_port(), "glance": _free_port()}
-        while ports["glance"] == ports["keystone"]:
-            ports["glance"] = _free_port()
+        ports = dict(zip(APPS, _free_ports(len(APPS)), strict=True))
         (self.state_dir / "ports.json").write_text(json.dumps(ports))
-        passwords = {user: secrets.token_urlsafe(16) for user in ("glance", *_users())}
-        self._write_config(ports, passwords["glance"])
+        users = ["glance", *(user for user, _ in ACCOUNTS.values())]
+        passwords = {user: secrets.token_urlsafe(16) for user in users}
+        etc, state = self.state_dir / "etc", self.state_dir
+        _write_private(etc / "keystone" / "keystone.conf", KEYSTONE_CONF.format(state=state))
+        glance_conf = GLANCE_CONF.format(
+            state=state, keystone_port=ports["keystone"], password=passwords["glance"]
+        )
+        _write_private(etc / "glance" / "glance-api.conf", glance_conf)
+        paste = self.venv / "etc" / "glance" / "glance-api-paste.ini"
+        shutil.copy(paste, etc / "glance" / "glance-api-paste.ini")
         self._write_clouds_yaml(ports["keystone"], passwords)
+        (self.state_dir / "data").mkdir()
 
         log = self.logs / "setup.log"
-        keystone = [str(self.venv / "bin" / "keystone-manage")]
+        log.unlink(missing_ok=True)
+        keystone = [str(self.venv / "bin" / "keystone-manage"), "--config-file"]
+        keystone.append(str(etc / "keystone" / "keystone.conf"))
         owner = [
             f"--keystone-user={pwd.getpwuid(os.getuid()).pw_name}",
             f"--keystone-group={grp.getgrgid(os.getgid()).gr_name}",
         ]
-        identity_url = f"http://127.0.0.1:{ports['keystone']}/v3"
-        for args, what in (
-            (["db_sync"], "keystone-manage db_sync"),
-            (["fernet_setup", *owner], "keystone-manage fernet_setup"),
-            (["credential_setup", *owner], "keystone-manage credential_setup"),
-            (
-                [
-                    "bootstrap",
-                    f"--bootstrap-password={passwords['admin']}",
-                    f"--bootstrap-public-url={identity_url}",
-                    f"--bootstrap-internal-url={identity_url}",
-                    f"--bootstrap-region-id={REGION}",
-                ],
-                "keystone-manage bootstrap",
-            ),
-        ):
-            self._run([*keystone, *args], what, log)
-        glance_conf = self.state_dir / "etc" / "glance" / "glance-api.conf"
-        glance_manage = str(self.venv / "bin" / "glance-manage")
-        self._run(
-            [glance_manage, "--config-file", str(glance_conf), "db_sync"], "glance db_sync", log
-        )
+        url = f"http://127.0.0.1:{ports['keystone']}/v3"
+        bootstrap = ["bootstrap", f"--bootstrap-region-id={REGION}"]
+        bootstrap += [f"--bootstrap-public-url={url}", f"--bootstrap-internal-url={url}"]
+        # The admin password goes through the environment: not into ps or the log.
+        secret = {"OS_BOOTSTRAP_PASSWORD": passwords["admin"]}
+        for args in (["db_sync"], ["fernet_setup", *owner], ["credential_setup", *owner]):
+            self._run([*keystone, *args], f"keystone-manage {args[0]}", log)
+        self._run([*keystone, *bootstrap], "keystone-manage bootstrap", log, secret)
+        glance = [str(self.venv / "bin" / "glance-manage"), "--config-file"]
+        glance += [str(etc / "glance" / "glance-api.conf"), "db_sync"]
+        self._run(glance, "glance-manage db_sync", log)
 
         self._start()
         self._wait_ready("devcloud-admin", image=False)
         self._create_accounts(ports["glance"], passwords)
         self._wait_ready()
         self._take_snapshot()
-
-    def _write_config(self, ports: dict[str, int], glance_password: str) -> None:
-        data, keys, images = (self.state_dir / name for name in ("data", "keys", "images"))
-        keystone: dict[str, dict[str, str]] = {
-            "database": {"connection": f"sqlite:///{data}/keystone.db"},
-            "token": {"provider": "fernet"},
-            "fernet_tokens": {"key_repository": f"{keys}/fernet"},
-            "credential": {"key_repository": f"{keys}/credential"},
-            # The in-process cache cuts a request from ~200 ms to ~20 ms.
-            "cache": {"enabled": "true", "backend": "oslo_cache.dict"},
-            # Loopback test cloud: cheap hashing keeps logins fast.
-            "identity": {"password_hash_rounds": "4"},
-        }
-        identity_url = f"http://127.0.0.1:{ports['keystone']}"
-        glance = {
-            "DEFAULT": {"enabled_backends": "fs:file"},
-            "glance_store": {"default_backend": "fs"},
-            "fs": {"filesystem_store_datadir": f"{images}/store"},
-            "os_glance_staging_store": {"filesystem_store_datadir": f"{images}/staging"},
-            "os_glance_tasks_store": {"filesystem_store_datadir": f"{images}/tasks"},
-            "database": {"connection": f"sqlite:///{data}/glance.db"},
-            "paste_deploy": {"flavor": "keystone"},
-            "keystone_authtoken": {
-                "www_authenticate_uri": identity_url,
-                "auth_url": identity_url,
-                "auth_type": "password",
-                "user_domain_name": "Default",
-                "project_domain_name": "Default",
-                "project_name": "service",
-                "username": "glance",
-                "password": glance_password,
-            },
-            "oslo_concurrency": {"lock_path": str(self._run_dir / "lock")},
-        }
-        data.mkdir(parents=True, exist_ok=True)
-        _write_ini(self.state_dir / "etc" / "keystone" / "keystone.conf", keystone)
-        _write_ini(self.state_dir / "etc" / "glance" / "glance-api.conf", glance)
-        paste = self.venv / "etc" / "glance" / "glance-api-paste.ini"
-        shutil.copy(paste, self.state_dir / "etc" / "glance" / "glance-api-paste.ini")
 
     def _write_clouds_yaml(self, keystone_port: int, passwords: dict[str, str]) -> None:
         clouds = {
@@ -231,27 +237,22 @@ class DevCloud:
 
     def _create_accounts(self, glance_port: int, passwords: dict[str, str]) -> None:
         conn = self.connect("devcloud-admin")
+        # identity_api_version is 3 in clouds.yaml
+        identity = cast(IdentityProxy, conn.identity)
+        accounts = [("glance", "service", "admin")]
+        # admin comes from keystone-manage bootstrap
+        accounts += [(u, p, "member") for u, p in ACCOUNTS.values() if u != "admin"]
         try:
-            # identity_api_version 3 in clouds.yaml
-            identity = cast(IdentityV3, conn.identity)
-            roles = {
-                name: identity.find_role(name, ignore_missing=False) for name in ("admin", "member")
-            }
-            accounts = [("glance", "service", "admin")]
-            accounts += [(user, project, "member") for user, project in ACCOUNTS.values()]
-            for user_name, project_name, role in accounts:
-                if user_name == "admin":
-                    continue  # made by keystone-manage bootstrap
-                project = identity.find_project(project_name, domain_id="default")
-                if project is None:
-                    project = identity.create_project(name=project_name, domain_id="default")
+            for user_name, project_name, role_name in accounts:
+                project = identity.create_project(name=project_name, domain_id="default")
                 user = identity.create_user(
                     name=user_name,
                     password=passwords[user_name],
                     default_project_id=project.id,
                     domain_id="default",
                 )
-                identity.assign_project_role_to_user(project, user, roles[role])
+                role = identity.find_role(role_name, ignore_missing=False)
+                identity.assign_project_role_to_user(project, user, role)
             service = identity.create_service(name="glance", type="image")
             for interface in ("public", "internal"):
                 identity.create_endpoint(
@@ -261,25 +262,21 @@ class DevCloud:
                     region_id=REGION,
                 )
         except (SDKException, ClientException) as error:
-            raise ImagekitError(f"dev cloud account setup failed: {error}") from None
+            log = self.logs / "keystone.log"
+            message = f"dev cloud: account setup failed ({_line(error)}); see {log}"
+            raise ImagekitError(message) from None
         finally:
             conn.close()
 
-    # -- snapshot ----------------------------------------------------------
-
     def _snapshot_stamp(self) -> str:
+        # The config holds absolute paths: a moved state dir needs a new setup.
         return json.dumps({"pins": PINS, "setup": SETUP_VERSION, "dir": str(self.state_dir)})
 
     def _take_snapshot(self) -> None:
         partial = self.state_dir / "snapshot.partial"
         _remove(partial)
         partial.mkdir()
-        for entry in SNAPSHOT_ENTRIES:
-            source = self.state_dir / entry
-            if source.is_dir():
-                shutil.copytree(source, partial / entry, copy_function=_copy_consistent)
-            else:
-                shutil.copy2(source, partial / entry)
+        _copy_entries(self.state_dir, partial)
         (partial / "stamp").write_text(self._snapshot_stamp())
         _remove(self.snapshot)
         partial.rename(self.snapshot)
@@ -290,36 +287,29 @@ class DevCloud:
         if not stamp.exists() or stamp.read_text() != self._snapshot_stamp():
             return False
         ports = json.loads((self.snapshot / "ports.json").read_text())
-        # The ports are baked into the service catalog, so they must be free again.
+        # The ports are in the service catalog, so they must be free again.
         if not all(_port_is_free(port) for port in ports.values()):
             return False
         for entry in SNAPSHOT_ENTRIES:
             _remove(self.state_dir / entry)
-            source = self.snapshot / entry
-            if source.is_dir():
-                shutil.copytree(source, self.state_dir / entry)
-            else:
-                shutil.copy2(source, self.state_dir / entry)
+        _copy_entries(self.snapshot, self.state_dir)
         return True
-
-    # -- processes ---------------------------------------------------------
 
     def _start(self) -> None:
         ports = json.loads((self.state_dir / "ports.json").read_text())
-        for path in (self._run_dir / "lock", self.state_dir / "images" / "store", self.logs):
-            path.mkdir(parents=True, exist_ok=True)
-        env = self._env()
+        for path in ("run/lock", "images/store", "logs"):
+            (self.state_dir / path).mkdir(parents=True, exist_ok=True)
         for name, module in APPS.items():
             command = [
                 str(self.venv / "bin" / "uwsgi"),
                 *("--http-socket", f"127.0.0.1:{ports[name]}"),
                 *("--module", module, "--virtualenv", str(self.venv)),
-                *("--master", "--processes", "2", "--lazy-apps", "--enable-threads"),
-                *("--die-on-term", "--need-app", "--buffer-size", "65535"),
-                # uwsgi's http-socket drops kept-alive connections, and clients then
-                # fail with ConnectionResetError on their next request.
-                *("--add-header", "Connection: close"),
-                *("--http-chunked-input", "--http-auto-chunked"),
+                # One process, no master: when the app cannot load, uwsgi exits
+                # instead of respawning workers forever.
+                *("--processes", "1", "--threads", "4", "--need-app", "--die-on-term"),
+                # http-socket drops kept-alive connections, and clients then fail
+                # with ConnectionResetError on their next request.
+                *("--add-header", "Connection: close", "--buffer-size", "65535"),
             ]
             log = self.logs / f"{name}.log"
             try:
@@ -329,47 +319,39 @@ class DevCloud:
                         stdin=subprocess.DEVNULL,
                         stdout=out,
                         stderr=subprocess.STDOUT,
-                        env=env,
-                        start_new_session=True,  # its own process group: stopped as one
+                        env=self._env(),
+                        cwd=self.state_dir,
+                        start_new_session=True,  # its own process group, stopped as one
                     )
             except OSError as error:
-                raise ImagekitError(f"dev cloud: cannot start {name}: {error}; see {log}") from None
-            (self._run_dir / f"{name}.pid").write_text(str(process.pid))
+                raise ImagekitError(f"dev cloud: cannot start {name}: {error}") from None
+            self._pid_file(name).write_text(str(process.pid))
 
     def _down(self) -> None:
-        pids = {name: self._pid(name) for name in APPS}
-        for pid in pids.values():
-            if pid is not None:
+        pids = [pid for pid in map(self._pid, APPS) if pid is not None]
+        for sig, timeout in ((signal.SIGTERM, STOP_TIMEOUT), (signal.SIGKILL, 5.0)):
+            for pid in pids:
                 with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGTERM)
-        for name, pid in pids.items():
-            if pid is not None:
-                deadline = time.monotonic() + STOP_TIMEOUT
-                while _group_members(pid) and time.monotonic() < deadline:
-                    _reap(pid)
-                    time.sleep(0.1)
-                if _group_members(pid):
-                    with contextlib.suppress(ProcessLookupError):
-                        os.killpg(pid, signal.SIGKILL)
-                    time.sleep(0.2)
-                _reap(pid)
-                if _group_members(pid):
-                    raise ImagekitError(f"dev cloud: {name} (pid {pid}) does not stop")
-            (self._run_dir / f"{name}.pid").unlink(missing_ok=True)
+                    os.killpg(pid, sig)  # its own group: nothing it forked stays behind
+            if _wait_gone(pids, timeout):
+                break
+        else:
+            raise ImagekitError(f"dev cloud: uwsgi process groups {pids} do not stop")
+        for name in APPS:
+            self._pid_file(name).unlink(missing_ok=True)
+
+    def _pid_file(self, name: str) -> Path:
+        return self.state_dir / "run" / f"{name}.pid"
 
     def _pid(self, name: str) -> int | None:
         """The recorded pid, if that process is still our uwsgi (pids get reused)."""
         try:
-            pid = int((self._run_dir / f"{name}.pid").read_text())
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            pid = int(self._pid_file(name).read_text())
+            # Not the cmdline: it proved unreliable while uwsgi starts. Zombies have no exe.
+            exe = os.readlink(f"/proc/{pid}/exe")
         except (OSError, ValueError):
             return None
-        if cmdline[0].endswith(b"uwsgi") and str(self.venv).encode() in cmdline:
-            return pid
-        return None
-
-    def _running(self) -> bool:
-        return all(self._pid(name) is not None for name in APPS)
+        return pid if exe == str(self.venv / "bin" / "uwsgi") else None
 
     def _env(self) -> dict[str, str]:
         env = {
@@ -382,23 +364,32 @@ class DevCloud:
         env["OS_GLANCE_CONFIG_DIR"] = str(self.state_dir / "etc" / "glance")
         return env
 
-    def _run(self, command: list[str], what: str, log: Path) -> None:
+    def _run(
+        self, command: list[str], what: str, log: Path, secret: dict[str, str] | None = None
+    ) -> None:
         log.parent.mkdir(parents=True, exist_ok=True)
         with log.open("a") as out:
             out.write(f"$ {' '.join(command)}\n")
             out.flush()
-            result = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, env=self._env())
-        if result.returncode != 0:
-            raise ImagekitError(
-                f"dev cloud: {what} failed (exit status {result.returncode}); see {log}"
+            result = subprocess.run(
+                command,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env={**self._env(), **(secret or {})},
+                cwd=self.state_dir,  # keystone-manage may drop files into its cwd
             )
-
-    # -- readiness ---------------------------------------------------------
+        if result.returncode != 0:
+            raise ImagekitError(f"dev cloud: {what} failed (exit {result.returncode}); see {log}")
 
     def _probe(self, cloud: str = "devcloud", image: bool = True) -> Exception | None:
         """None when Keystone issues a token (and Glance lists images), else the error."""
         try:
-            conn = self.connect(cloud)
+            # Listening first: else openstacksdk logs a warning for each refused discovery.
+            ports = json.loads((self.state_dir / "ports.json").read_text())
+            for name in APPS if image else ["keystone"]:
+                socket.create_connection(("127.0.0.1", ports[name]), timeout=5).close()
+            # A server that accepts but never answers must not stall the wait.
+            conn = self.connect(cloud, timeout=10)
             try:
                 conn.authorize()
                 if image:
@@ -417,16 +408,15 @@ class DevCloud:
                     log = self.logs / f"{name}.log"
                     raise ImagekitError(f"dev cloud: {name} exited while starting; see {log}")
             if time.monotonic() > deadline:
-                which = "Glance" if image else "Keystone"
+                log = self.logs / ("glance.log" if image else "keystone.log")
                 raise ImagekitError(
-                    f"dev cloud: {which} not ready after {READY_TIMEOUT:.0f} s ({error}); "
-                    f"see logs in {self.logs}"
+                    f"dev cloud: not ready after {READY_TIMEOUT:.0f} s ({_line(error)}); see {log}"
                 )
             time.sleep(0.2)
 
 
-def _users() -> list[str]:
-    return [user for user, _ in ACCOUNTS.values()]
+def _line(error: Exception) -> str:
+    return " ".join(str(error).split())
 
 
 def _write_private(path: Path, text: str) -> None:
@@ -436,24 +426,25 @@ def _write_private(path: Path, text: str) -> None:
     path.write_text(text)
 
 
-def _write_ini(path: Path, sections: dict[str, dict[str, str]]) -> None:
-    lines = []
-    for section, options in sections.items():
-        lines += [f"[{section}]", *(f"{key} = {value}" for key, value in options.items()), ""]
-    _write_private(path, "\n".join(lines))
+def _copy_entries(source: Path, destination: Path) -> None:
+    for entry in SNAPSHOT_ENTRIES:
+        if (source / entry).is_dir():
+            shutil.copytree(source / entry, destination / entry, copy_function=_copy_consistent)
+        else:
+            _copy_consistent(str(source / entry), str(destination / entry))
 
 
 def _copy_consistent(source: str, destination: str) -> object:
     """copytree's copy function: SQLite files through the backup API (safe while in use)."""
-    if source.endswith(".db"):
-        with (
-            contextlib.closing(sqlite3.connect(source)) as src,
-            contextlib.closing(sqlite3.connect(destination)) as dst,
-        ):
-            src.backup(dst)
-        shutil.copystat(source, destination)
-        return destination
-    return shutil.copy2(source, destination)
+    if not source.endswith(".db"):
+        return shutil.copy2(source, destination)
+    with (
+        contextlib.closing(sqlite3.connect(source)) as src,
+        contextlib.closing(sqlite3.connect(destination)) as dst,
+    ):
+        src.backup(dst)
+    shutil.copystat(source, destination)
+    return destination
 
 
 def _remove(path: Path) -> None:
@@ -463,15 +454,18 @@ def _remove(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+def _free_ports(count: int) -> list[int]:
+    with contextlib.ExitStack() as stack:
+        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for sock in sockets:  # all bound at once, so all different
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in sockets]
 
 
 def _port_is_free(port: int) -> bool:
     with socket.socket() as sock:
+        # As uwsgi does: connections of a stopped server in TIME_WAIT do not block.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:
@@ -479,20 +473,22 @@ def _port_is_free(port: int) -> bool:
         return True
 
 
-def _group_members(pgid: int) -> list[int]:
-    """Live (not zombie) processes in a process group."""
-    members = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if fields[0] != "Z" and int(fields[2]) == pgid:
-            members.append(int(stat.parent.name))
-    return members
-
-
-def _reap(pid: int) -> None:
-    """Collect our own child's exit status, so it does not linger as a zombie."""
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, os.WNOHANG)
+def _wait_gone(pgids: list[int], timeout: float) -> bool:
+    """Wait until these process groups have no live (non-zombie) thread left."""
+    deadline = time.monotonic() + timeout
+    while True:
+        for pid in pgids:  # our own children would linger as zombies
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, os.WNOHANG)
+        live = set()
+        # Threads too: a leader shows as zombie while its threads (and sockets) live on.
+        for stat in Path("/proc").glob("[0-9]*/task/*/stat"):
+            with contextlib.suppress(OSError, IndexError):
+                state, _, pgid = stat.read_text().rsplit(")", 1)[1].split()[:3]
+                if state != "Z":
+                    live.add(int(pgid))
+        if not live.intersection(pgids):
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)

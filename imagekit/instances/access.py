@@ -104,9 +104,13 @@ def wait_until_ready(
             status, output = run(
                 client, "cloud-init status --wait --long", max(deadline - time.monotonic(), 5)
             )
-        timings["cloud_init_done_s"] = round(time.monotonic() - started, 1)
-        if status != 0:
-            raise ImagekitError(f"cloud-init did not finish cleanly: {output.strip()[-300:]}")
+            timings["cloud_init_done_s"] = round(time.monotonic() - started, 1)
+            if status != 0:
+                _, log = run(client, "sudo tail -n 25 /var/log/cloud-init-output.log", 30)
+                raise ImagekitError(
+                    f"cloud-init did not finish cleanly: {output.strip()[-300:]}\n"
+                    f"cloud-init-output.log:\n{log}"
+                )
     except TimeoutError as err:
         raise ImagekitError(f"{err} within {timeout:.0f}s; console:\n{console()}") from None
     except (ImagekitError, OSError, paramiko.SSHException) as err:

@@ -63,6 +63,7 @@ class QemuInstance:
         self.console_log = console_log or self.workdir / "console.log"
         self.timings: dict[str, float] = {}
         self._proc: subprocess.Popen[bytes] | None = None
+        self.address: SshAddress | None = None
 
     def start(self) -> SshAddress:
         started = time.monotonic()
@@ -99,7 +100,7 @@ class QemuInstance:
                 stderr=errors,
                 start_new_session=True,  # Ctrl-C reaches us, and we stop it
             )
-        address = SshAddress("127.0.0.1", port, self.user, str(key_file))
+        address = self.address = SshAddress("127.0.0.1", port, self.user, str(key_file))
         self.timings = wait_until_ready(
             address, started, self.boot_timeout, self._gone, self.console_tail
         )

@@ -47,6 +47,9 @@ class Common(BaseModel):
     timezone: str = Field("UTC", pattern=r"^[A-Za-z_]+(/[A-Za-z0-9_+-]+)*$", description="tz name")
     ssh_authorized_keys: list[str] = Field([], description="extra public keys for the admin user")
     private_interface: Interface = Field("ens4", description="NIC on the private network")
+    configure_private_interface: bool = Field(
+        False, description="set private_address on it (when the cloud's network config does not)"
+    )
     private_address: IPv4Interface = Field(description="address/prefix on the private network")
     private_network: IPv4Network = Field(
         IPv4Network("10.12.0.0/16"), description="the private network"

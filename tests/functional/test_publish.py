@@ -1,0 +1,221 @@
+"""`imagekit publish` against a real Keystone + Glance on 127.0.0.1 (the dev cloud)."""
+
+import hashlib
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from openstack import exceptions as os_exceptions
+
+from imagekit import verify
+from imagekit.clouds import glance
+from imagekit.config import Config, PublishSettings
+from imagekit.devcloud import DevCloud
+from imagekit.errors import ImagekitError
+from imagekit.manifest import Manifest
+from imagekit.publishing import sharing, upload
+from imagekit.publishing.publish import publish
+
+Built = Callable[[str], Path]
+
+
+@pytest.fixture(scope="module")
+def devcloud() -> Iterator[DevCloud]:
+    cloud = DevCloud()
+    cloud.up()
+    try:
+        yield cloud
+    finally:
+        cloud.down()
+
+
+@pytest.fixture(autouse=True)
+def clouds_yaml(devcloud: DevCloud, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OS_CLIENT_CONFIG_FILE", str(devcloud.clouds_yaml))
+    monkeypatch.delenv("OS_CLOUD", raising=False)
+
+
+@pytest.fixture(scope="module")
+def tested_web(built: Built, config: Config) -> Path:
+    """The session's web build, tested for real if no earlier test did."""
+    build_dir = built("web")
+    if not Manifest.read(build_dir).tested:
+        target = verify.Target("web", build_dir / "web.qcow2", build_dir)
+        assert verify.test_image(config, target, verify.qemu_instances(config, "ft")).passed
+    return build_dir
+
+
+def with_publish(config: Config, **settings: Any) -> Config:
+    return config.model_copy(update={"publish": PublishSettings(**settings)})
+
+
+def sha512(path: Path) -> str:
+    digest = hashlib.sha512()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def test_publish_share_accept_and_download(
+    devcloud: DevCloud, config: Config, tested_web: Path
+) -> None:
+    cfg = with_publish(config, identity_cloud="devcloud-admin", members=["alpha"])
+    result = publish(cfg, "web", "devcloud")
+    assert result.uploaded and result.image_id
+    alpha, beta = devcloud.connect("devcloud-alpha"), devcloud.connect("devcloud-beta")
+    assert list(result.members.values()) == ["pending"]
+    assert list(result.members) == [alpha.current_project_id]
+
+    image = glance(devcloud.connect("devcloud")).get_image(result.image_id)
+    assert image.visibility == "shared" and image.status == "active"
+    properties = image.properties
+    assert properties["imagekit_role"] == "web"
+    assert properties["imagekit_build_id"] == tested_web.name
+    assert properties["os_distro"] == "debian" and properties["hw_disk_bus"] == "virtio"
+    assert set(image.tags) == {"imagekit", "imagekit-role-web"}
+    assert Manifest.read(tested_web).publications[-1].image_id == image.id
+
+    # Until it accepts, the member project does not see the image in its list.
+    assert image.id not in {i.id for i in glance(alpha).images()}
+    assert sharing.accept(alpha, image.id) == (image.id, "accepted")
+    assert image.id in {i.id for i in glance(alpha).images()}
+    downloaded = hashlib.sha512()
+    for chunk in glance(alpha).download_image(image.id, stream=True).iter_content(1 << 20):
+        downloaded.update(chunk)
+    assert downloaded.hexdigest() == sha512(tested_web / "web.qcow2") == image.hash_value
+
+    with pytest.raises(os_exceptions.NotFoundException):
+        glance(beta).get_image(image.id)
+    assert image.id not in {i.id for i in glance(beta).images()}
+
+    again = publish(cfg, "web", "devcloud")
+    assert not again.uploaded and again.image_id == image.id, "a second publish is a no-op"
+
+
+def test_rotation_keeps_the_newest_and_hides_the_rest(
+    devcloud: DevCloud, config: Config, tested_web: Path
+) -> None:
+    """Four published builds of the role, keep 2: the two oldest are hidden."""
+    cfg = with_publish(config, name_format="rot-{role}-{build_id}", keep=2)
+    for n in range(3):  # three more builds of the same image, made by copying the build
+        copy = tested_web.parent / f"{tested_web.name}-copy{n}"
+        shutil.copytree(tested_web, copy, dirs_exist_ok=True)
+        manifest = Manifest.read(copy)
+        manifest.build_id = copy.name
+        manifest.write(copy)
+    ids = [
+        publish(cfg, "web", "devcloud", build_id=b).image_id
+        for b in sorted(p.name for p in tested_web.parent.glob(f"{tested_web.name}*"))
+    ]
+    builder = glance(devcloud.connect("devcloud"))
+    hidden = {i: builder.get_image(i).is_hidden for i in ids if i}
+    newest_first = list(reversed([i for i in ids if i]))
+    assert [hidden[i] for i in newest_first[:2]] == [False, False]
+    assert all(hidden[i] for i in newest_first[2:])
+    for n in range(3):
+        shutil.rmtree(tested_web.parent / f"{tested_web.name}-copy{n}")
+
+
+def test_interrupted_upload_leaves_no_image(
+    devcloud: DevCloud, config: Config, tested_web: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = with_publish(config, name_format="cut-{role}-{build_id}")
+    original = upload.HashingReader.__iter__
+
+    def cut_half_way(self: upload.HashingReader) -> Iterator[bytes]:
+        for n, chunk in enumerate(original(self)):
+            if n == 20:  # 80 MiB in, as Ctrl-C would
+                raise KeyboardInterrupt
+            yield chunk
+
+    monkeypatch.setattr(upload.HashingReader, "__iter__", cut_half_way)
+    with pytest.raises(KeyboardInterrupt):
+        publish(cfg, "web", "devcloud")
+    builder = glance(devcloud.connect("devcloud"))
+    assert [i.name for i in builder.images() if i.name.startswith("cut-")] == []
+
+
+def test_a_wrong_checksum_is_caught_and_the_image_deleted(
+    devcloud: DevCloud, config: Config, tested_web: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = with_publish(config, name_format="bad-{role}-{build_id}")
+    original = upload.HashingReader.hashes
+
+    def wrong(self: upload.HashingReader) -> upload.Hashes:
+        hashes = original(self)
+        hashes.sha512 = "0" * 128
+        return hashes
+
+    monkeypatch.setattr(upload.HashingReader, "hashes", wrong)
+    with pytest.raises(ImagekitError, match="checksum mismatch"):
+        publish(cfg, "web", "devcloud")
+    builder = glance(devcloud.connect("devcloud"))
+    assert [i.name for i in builder.images() if i.name.startswith("bad-")] == []
+
+
+def run(config: Config, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "imagekit", "--config", str(config.source), *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["publish", "web", "--cloud", "nope"], "--cloud nope:"),
+        (
+            ["publish", "web", "--cloud", "devcloud", "--share", "nosuchproject"],
+            "project 'nosuchproject'",
+        ),
+        (
+            ["publish", "db", "--cloud", "devcloud", "--build", "20000101T000000Z"],
+            "no finished build",
+        ),
+        (["accept", "imagekit-web-x", "--cloud", "devcloud-beta"], "image 'imagekit-web-x'"),
+    ],
+)
+def test_bad_input_is_one_line_and_uploads_nothing(
+    devcloud: DevCloud, config: Config, tested_web: Path, args: list[str], message: str
+) -> None:
+    before = {i.id for i in glance(devcloud.connect("devcloud")).images()}
+    result = run(config, *args)
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert {i.id for i in glance(devcloud.connect("devcloud")).images()} == before
+
+
+def test_images_lists_the_role(devcloud: DevCloud, config: Config, tested_web: Path) -> None:
+    result = run(config, "images", "web", "--cloud", "devcloud")
+    assert result.returncode == 0, result.stderr
+    assert tested_web.name in result.stdout and "<- current" in result.stdout
+
+
+def test_an_untested_build_is_refused_unless_forced(
+    make_config: Callable[..., Path], tested_web: Path, devcloud: DevCloud
+) -> None:
+    path = make_config("publish: {name_format: 'untested-{role}-{build_id}'}\n")
+    copy = path.parent / "images" / "web" / tested_web.name
+    shutil.copytree(tested_web, copy)
+    manifest = Manifest.read(copy)
+    manifest.tests = []
+    manifest.write(copy)
+    cmd = [sys.executable, "-m", "imagekit", "--config", str(path), "publish", "web"]
+    refused = subprocess.run([*cmd, "--cloud", "devcloud"], capture_output=True, text=True)
+    assert refused.returncode == 2
+    assert "no tested build of 'web'" in refused.stderr
+    forced = subprocess.run(
+        [*cmd, "--cloud", "devcloud", "--force"], capture_output=True, text=True
+    )
+    assert forced.returncode == 0, forced.stderr
+    assert "warning: publishing untested build" in forced.stderr
+    image_id = Manifest.read(copy).publications[-1].image_id
+    image = glance(devcloud.connect("devcloud")).get_image(image_id)
+    assert "no passing test recorded" in image.properties["imagekit_warning"]
