@@ -271,7 +271,8 @@ def _cloud(args: argparse.Namespace) -> str:
     local = DevCloud()
     if not local.is_up():
         raise UserError(
-            "no cloud: give --cloud NAME, set OS_CLOUD, or start the local one: imagekit devcloud up"
+            "no cloud: give --cloud NAME, set OS_CLOUD, "
+            "or start the local one: imagekit devcloud up"
         )
     # The embedded default for a first run: the local dev cloud.
     os.environ.update(local.env("devcloud"))

@@ -140,8 +140,7 @@ class DevCloud:
         """
         self.state_dir.mkdir(parents=True, exist_ok=True)
         with Lock(self.state_dir / "devcloud.lock", "dev cloud start/stop"):
-            running = all(self._pid(name) is not None for name in APPS)
-            if running and not fresh and self._probe() is None:
+            if not fresh and self.is_up():
                 return
             self._down()
             self.install()
@@ -155,6 +154,10 @@ class DevCloud:
             except BaseException:
                 self._down()  # no half-started servers left behind
                 raise
+
+    def is_up(self) -> bool:
+        """Our servers run, Keystone issues a token and Glance lists images."""
+        return all(self._pid(name) is not None for name in APPS) and self._probe() is None
 
     def down(self) -> None:
         with Lock(self.state_dir / "devcloud.lock", "dev cloud start/stop"):

@@ -17,6 +17,8 @@ from imagekit.config import Config, load_config
 from imagekit.roles import CHECKOUT
 
 CACHE_DIR = Path(os.environ.get("IMAGEKIT_TEST_CACHE", CHECKOUT / "build" / "cache"))
+# The tests' dev cloud: beside a user's own, kept between runs (installed once).
+DEVCLOUD_STATE = CHECKOUT / "build" / "devcloud-test"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -11,11 +11,10 @@ from openstack.connection import Connection
 from openstack.exceptions import NotFoundException
 from openstack.image.v2._proxy import Proxy as ImageProxy
 
-from imagekit.devcloud import DEFAULT_STATE_DIR, DevCloud
+from imagekit.devcloud import DevCloud
+from tests.functional.conftest import DEVCLOUD_STATE
 
-# Beside the default one, so that a user's own dev cloud is left alone, and
-# kept between runs so that local re-runs skip the installation.
-STATE_DIR = DEFAULT_STATE_DIR.with_name("devcloud-test")
+STATE_DIR = DEVCLOUD_STATE
 TIMINGS: dict[str, float] = {}
 
 

@@ -19,13 +19,14 @@ from imagekit.errors import ImagekitError
 from imagekit.manifest import Manifest
 from imagekit.publishing import sharing, upload
 from imagekit.publishing.publish import publish
+from tests.functional.conftest import DEVCLOUD_STATE
 
 Built = Callable[[str], Path]
 
 
 @pytest.fixture(scope="module")
 def devcloud() -> Iterator[DevCloud]:
-    cloud = DevCloud()
+    cloud = DevCloud(DEVCLOUD_STATE)
     cloud.up()
     try:
         yield cloud
