@@ -38,7 +38,8 @@ def resolve_projects(identity: Connection, wanted: list[str]) -> dict[str, str]:
 def share(conn: Connection, image_id: str, project_ids: list[str]) -> dict[str, str]:
     """Make the image shared and add missing members; returns {project id: status}."""
     if not project_ids:
-        return member_status(conn, image_id)
+        shared = glance(conn).get_image(image_id).visibility == "shared"
+        return member_status(conn, image_id) if shared else {}
     glance(conn).update_image(image_id, visibility="shared")
     present = member_status(conn, image_id)
     for project_id in project_ids:

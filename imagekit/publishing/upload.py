@@ -2,7 +2,6 @@
 
 import hashlib
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,21 +27,31 @@ class Hashes:
 
 
 class HashingReader:
-    """Streams a file to the upload while hashing the very bytes that are sent."""
+    """A file for the upload that hashes the very bytes it hands out.
+
+    It has a length, so that the upload carries Content-Length rather than
+    chunked encoding (which uwsgi-served Glance rejects).
+    """
 
     def __init__(self, path: Path) -> None:
-        self.path = path
+        self._file = path.open("rb")
+        self._length = path.stat().st_size
         self.sha256 = hashlib.sha256()
         self.sha512 = hashlib.sha512()
         self.size = 0
 
-    def __iter__(self) -> Iterator[bytes]:
-        with self.path.open("rb") as f:
-            while chunk := f.read(CHUNK):
-                self.sha256.update(chunk)
-                self.sha512.update(chunk)
-                self.size += len(chunk)
-                yield chunk
+    def __len__(self) -> int:
+        return self._length
+
+    def read(self, size: int = -1) -> bytes:
+        chunk = self._file.read(size if size and size > 0 else CHUNK)
+        self.sha256.update(chunk)
+        self.sha512.update(chunk)
+        self.size += len(chunk)
+        return chunk
+
+    def close(self) -> None:
+        self._file.close()
 
     def hashes(self) -> Hashes:
         return Hashes(self.sha256.hexdigest(), self.sha512.hexdigest(), self.size)
@@ -77,13 +86,16 @@ def create_and_upload(
             image = _ok(conn.image.post("/images", json=attributes)).json()
             image_id = image["id"]
             reader = HashingReader(path)
-            _ok(
-                conn.image.put(
-                    f"/images/{image_id}/file",
-                    data=iter(reader),
-                    headers={"Content-Type": "application/octet-stream"},
+            try:
+                _ok(
+                    conn.image.put(
+                        f"/images/{image_id}/file",
+                        data=reader,
+                        headers={"Content-Type": "application/octet-stream"},
+                    )
                 )
-            )
+            finally:
+                reader.close()
             hashes = reader.hashes()
             stored = wait_active(conn, image_id)
             verify(stored, hashes, expected_sha256)
