@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import NoReturn
 
-from imagekit import doctor, host, verify
+from imagekit import doctor, host, pipeline, verify
 from imagekit.builders import dib
 from imagekit.clouds import connect
 from imagekit.config import DEFAULT_CONFIG, load_config
@@ -152,6 +152,25 @@ def _parser() -> argparse.ArgumentParser:
     images.add_argument("role", metavar="ROLE", choices=ROLES, help=", ".join(ROLES))
     cloud_option(images)
 
+    nightly = commands.add_parser(
+        "pipeline",
+        help="build, test, publish, share and rotate every role (the nightly job)",
+        description="For each ROLE (default: all): build, test in a throwaway VM, publish "
+        "only what passed, share with the configured members, rotate old images. A failing "
+        "role does not stop the others; a re-run resumes unfinished builds. Exit status 0 "
+        "only if every role made it.",
+    )
+    nightly.add_argument("roles", nargs="*", metavar="ROLE", help=f"{', '.join(ROLES)} or all")
+    cloud_option(nightly)
+    nightly.add_argument("--dry-run", action="store_true", help="print the plan only")
+    nightly.add_argument(
+        "--test-jobs",
+        type=int,
+        default=pipeline.default_test_jobs(),
+        metavar="N",
+        help="throwaway VMs at once (default from this host's cores and memory: %(default)s)",
+    )
+
     devcloud = commands.add_parser(
         "devcloud",
         help="a local Keystone + Glance on 127.0.0.1 to try publish and share",
@@ -280,6 +299,24 @@ def _cloud(args: argparse.Namespace) -> str:
     return "devcloud"
 
 
+def _pipeline(args: argparse.Namespace) -> int:
+    roles = resolve_roles(args.roles or ["all"])
+    config = load_config(args.config)
+    if args.test_jobs < 1:
+        raise UserError("--test-jobs must be at least 1")
+    run = pipeline.Pipeline(config, roles, _cloud(args), args.test_jobs)
+    if args.dry_run:
+        print(pipeline.dry_run(run))
+        return 0
+    runs = run.run()
+    print(pipeline.table(runs))
+    print(f"summary: {config.output_dir / 'pipeline' / (run.run_id + '.json')}")
+    failed = [r.role for r in runs if not r.passed]
+    if failed:
+        raise ImagekitError(f"pipeline failed for: {', '.join(failed)}")
+    return 0
+
+
 def _devcloud(args: argparse.Namespace) -> int:
     local = DevCloud()
     if args.action == "up":
@@ -381,6 +418,7 @@ def main(argv: list[str] | None = None) -> int:
             "publish": _publish,
             "accept": _accept,
             "images": _images,
+            "pipeline": _pipeline,
             "devcloud": _devcloud,
             "doctor": _doctor,
         }

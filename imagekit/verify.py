@@ -129,7 +129,7 @@ def suite_context(config: Config, role: str, address: SshAddress) -> dict[str, o
         "values": json.loads(json.dumps(revealed, default=str)),
         "admin_user": config.admin_user,
         "authorized_keys": [key.line for key in config.public_keys],
-        "packages": config.packages,
+        "packages": config.role_packages(role),
         "datasources": [d.strip() for d in CLOUD_INIT_DATASOURCES.split(",")],
         "ssh": f"{address.host}:{address.port}",
     }

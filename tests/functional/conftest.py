@@ -6,7 +6,7 @@ in the checkout's build/cache so that local re-runs are warm (CI starts clean).
 
 import os
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -14,6 +14,8 @@ import pytest
 from imagekit import host
 from imagekit.builders import dib
 from imagekit.config import Config, load_config
+from imagekit.devcloud import DevCloud
+from imagekit.manifest import latest_build
 from imagekit.roles import CHECKOUT
 
 CACHE_DIR = Path(os.environ.get("IMAGEKIT_TEST_CACHE", CHECKOUT / "build" / "cache"))
@@ -24,6 +26,9 @@ DEVCLOUD_STATE = CHECKOUT / "build" / "devcloud-test"
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         item.add_marker(pytest.mark.functional)
+    # The nightly pipeline runs first: it builds and tests every role once, and
+    # later tests reuse those builds (see `built`).
+    items.sort(key=lambda item: item.path.name != "test_pipeline.py")
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -72,10 +77,29 @@ def built(config: Config) -> Callable[[str], Path]:
 
     def get(role: str) -> Path:
         if role not in done:
-            done[role] = dib.build(config, role)
+            done[role] = latest_build(config.output_dir, role) or dib.build(config, role)
         return done[role]
 
     return get
+
+
+@pytest.fixture(scope="session")
+def devcloud() -> Iterator[DevCloud]:
+    """The real Keystone + Glance on 127.0.0.1, once per session."""
+    cloud = DevCloud(DEVCLOUD_STATE)
+    cloud.up()
+    try:
+        yield cloud
+    finally:
+        cloud.down()
+
+
+@pytest.fixture
+def clouds_yaml(devcloud: DevCloud, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The dev cloud is up, and openstacksdk (and imagekit commands the test starts) find it."""
+    devcloud.up()  # a no-op when up; test_devcloud stops and starts it
+    monkeypatch.setenv("OS_CLIENT_CONFIG_FILE", str(devcloud.clouds_yaml))
+    monkeypatch.delenv("OS_CLOUD", raising=False)
 
 
 @pytest.fixture(scope="session")

@@ -4,7 +4,7 @@ import hashlib
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,25 +19,11 @@ from imagekit.errors import ImagekitError
 from imagekit.manifest import Manifest
 from imagekit.publishing import sharing, upload
 from imagekit.publishing.publish import publish
-from tests.functional.conftest import DEVCLOUD_STATE
 
 Built = Callable[[str], Path]
 
 
-@pytest.fixture(scope="module")
-def devcloud() -> Iterator[DevCloud]:
-    cloud = DevCloud(DEVCLOUD_STATE)
-    cloud.up()
-    try:
-        yield cloud
-    finally:
-        cloud.down()
-
-
-@pytest.fixture(autouse=True)
-def clouds_yaml(devcloud: DevCloud, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("OS_CLIENT_CONFIG_FILE", str(devcloud.clouds_yaml))
-    monkeypatch.delenv("OS_CLOUD", raising=False)
+pytestmark = pytest.mark.usefixtures("clouds_yaml")
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +51,12 @@ def sha512(path: Path) -> str:
 def test_publish_share_accept_and_download(
     devcloud: DevCloud, config: Config, tested_web: Path
 ) -> None:
-    cfg = with_publish(config, identity_cloud="devcloud-admin", members=["alpha"])
+    cfg = with_publish(
+        config,
+        name_format="pub-{role}-{build_id}",
+        identity_cloud="devcloud-admin",
+        members=["alpha"],
+    )
     result = publish(cfg, "web", "devcloud")
     assert result.uploaded and result.image_id
     alpha, beta = devcloud.connect("devcloud-alpha"), devcloud.connect("devcloud-beta")

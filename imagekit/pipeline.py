@@ -1,0 +1,233 @@
+"""`imagekit pipeline`: build -> test -> publish (share, rotate) for every role; the nightly job.
+
+Each stage runs as its own `imagekit` command, so each keeps its own clean-up
+on failure, Ctrl-C and SIGTERM; the pipeline forwards SIGTERM to the running
+ones and waits for them. State lives in the builds' manifests (tests and
+publications are recorded there), so a re-run resumes the newest unfinished
+build instead of rebuilding what passed. Builds run one at a time (they share
+DIB's cache); tests of one role overlap the build of the next where the host
+has room.
+"""
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from imagekit.config import Config
+from imagekit.locking import Lock
+from imagekit.manifest import Manifest, builds
+
+STAGES = ("build", "test", "publish")
+
+
+@dataclass
+class Stage:
+    name: str
+    result: str = "pending"  # passed, failed, skipped (done before: resumed), not run
+    seconds: float = 0
+    log: str = ""
+
+
+@dataclass
+class RoleRun:
+    role: str
+    build_id: str | None = None
+    image_id: str | None = None
+    stages: list[Stage] = field(default_factory=lambda: [Stage(s) for s in STAGES])
+
+    @property
+    def passed(self) -> bool:
+        return all(s.result in ("passed", "skipped") for s in self.stages)
+
+    def passed_so_far(self, stage: Stage) -> bool:
+        """Every stage before this one passed (or was done in an earlier run)."""
+        before = self.stages[: self.stages.index(stage)]
+        return all(s.result in ("passed", "skipped") for s in before)
+
+
+def default_test_jobs() -> int:
+    """Throwaway VMs at once: one core and ~1.5 GiB each, one core kept for the build."""
+    cores = os.cpu_count() or 1
+    memory_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return max(1, min(cores - 1, int(memory_gib // 3)))
+
+
+def resume_point(config: Config, role: str, cloud: str) -> tuple[str | None, int]:
+    """(build id to continue, index of the first stage to run) for a role."""
+    found = builds(config.output_dir, role)
+    if not found:
+        return None, 0
+    manifest = Manifest.read(found[-1])
+    if manifest.status != "built":
+        return None, 0
+    if any(p.cloud == cloud for p in manifest.publications):
+        return None, 0  # finished: tonight gets a new build
+    return manifest.build_id, (2 if manifest.tested else 1)
+
+
+class Pipeline:
+    def __init__(self, config: Config, roles: list[str], cloud: str, test_jobs: int) -> None:
+        self.config = config
+        self.roles = roles
+        self.cloud = cloud
+        self.run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        self.logs = config.output_dir / "pipeline" / self.run_id
+        self.build_slot = threading.Semaphore(1)
+        self.test_slots = threading.Semaphore(test_jobs)
+        self.stopping = threading.Event()
+        self.children: set[subprocess.Popen[str]] = set()
+        self.lock = threading.Lock()
+
+    def plan(self) -> list[tuple[str, str | None, list[str]]]:
+        """(role, build id to resume or None, stages to run) per role."""
+        result = []
+        for role in self.roles:
+            build_id, first = resume_point(self.config, role, self.cloud)
+            result.append((role, build_id, list(STAGES[first:])))
+        return result
+
+    def run(self) -> list[RoleRun]:
+        with Lock(
+            self.config.output_dir / ".pipeline.lock", f"a pipeline on {self.config.output_dir}"
+        ):
+            self.logs.mkdir(parents=True, exist_ok=True)
+            runs = [RoleRun(role) for role in self.roles]
+            threads = [
+                threading.Thread(target=self._role, args=(run, build_id, todo), daemon=True)
+                for run, (_, build_id, todo) in zip(runs, self.plan(), strict=True)
+            ]
+            for thread in threads:
+                thread.start()
+            try:
+                for thread in threads:
+                    while thread.is_alive():
+                        thread.join(0.5)
+            except KeyboardInterrupt:
+                self._stop_all()
+                for thread in threads:
+                    thread.join()
+                raise
+            finally:
+                self._write_summary(runs)
+            return runs
+
+    def _role(self, run: RoleRun, build_id: str | None, todo: list[str]) -> None:
+        run.build_id = build_id
+        for stage in run.stages:
+            if stage.name not in todo:
+                stage.result = "skipped"
+                continue
+            if self.stopping.is_set() or not run.passed_so_far(stage):
+                stage.result = "not run"
+                continue
+            self._stage(run, stage)
+
+    def _stage(self, run: RoleRun, stage: Stage) -> None:
+        args = ["--config", str(self.config.source), stage.name, run.role]
+        if stage.name != "build":
+            args += ["--build", str(run.build_id)]
+        if stage.name == "publish":
+            args += ["--cloud", self.cloud]
+        slot = {"build": self.build_slot, "test": self.test_slots}.get(stage.name)
+        log = self.logs / f"{run.role}-{stage.name}.log"
+        stage.log = str(log)
+        if slot:
+            slot.acquire()
+        try:
+            if self.stopping.is_set():
+                stage.result = "not run"
+                return
+            self._say(f"[{run.role}] {stage.name} started")
+            started = time.monotonic()
+            returncode, output = self._imagekit(args, log)
+            stage.seconds = round(time.monotonic() - started, 1)
+        finally:
+            if slot:
+                slot.release()
+        stage.result = "passed" if returncode == 0 else "failed"
+        if stage.name == "build" and returncode == 0:
+            run.build_id = Path(output.strip().splitlines()[-1]).parent.name
+        if stage.name == "publish" and returncode == 0 and run.build_id:
+            manifest = Manifest.read(self.config.output_dir / run.role / run.build_id)
+            run.image_id = manifest.publications[-1].image_id if manifest.publications else None
+        self._say(f"[{run.role}] {stage.name} {stage.result} in {stage.seconds:.0f}s (log: {log})")
+
+    def _imagekit(self, args: list[str], log: Path) -> tuple[int, str]:
+        with log.open("w") as out:
+            child = subprocess.Popen(
+                [sys.executable, "-m", "imagekit", *args],
+                stdout=subprocess.PIPE,
+                stderr=out,
+                text=True,
+                start_new_session=True,  # our Ctrl-C is forwarded as SIGTERM, once
+            )
+            with self.lock:
+                self.children.add(child)
+                if self.stopping.is_set():  # started just as we were told to stop
+                    _terminate(child)
+            try:
+                output, _ = child.communicate()
+            finally:
+                with self.lock:
+                    self.children.discard(child)
+            out.write(output)
+        return child.returncode, output
+
+    def _stop_all(self) -> None:
+        self.stopping.set()
+        with self.lock:
+            children = list(self.children)
+        for child in children:
+            _terminate(child)
+        self._say("stopping: running stages clean up and exit")
+
+    def _say(self, line: str) -> None:
+        with self.lock:
+            print(line, file=sys.stderr, flush=True)
+
+    def _write_summary(self, runs: list[RoleRun]) -> None:
+        data = {
+            "run_id": self.run_id,
+            "cloud": self.cloud,
+            "roles": [{**asdict(run), "passed": run.passed} for run in runs],
+        }
+        path = self.config.output_dir / "pipeline" / f"{self.run_id}.json"
+        path.write_text(json.dumps(data, indent=2) + "\n")
+
+
+def _terminate(child: subprocess.Popen[str]) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(child.pid, signal.SIGTERM)
+
+
+def dry_run(pipeline: Pipeline) -> str:
+    """What a run would build, test, publish and rotate."""
+    config, lines = pipeline.config, []
+    members = ", ".join(config.publish.members) or "no one"
+    for role, build_id, todo in pipeline.plan():
+        start = f"resume build {build_id}" if build_id else "new build"
+        lines.append(f"{role}: {start}; stages: {', '.join(todo) or 'none (published)'}")
+    lines.append(
+        f"publish to '{pipeline.cloud}', share with {members}; rotate: keep the newest "
+        f"{config.publish.keep} visible, hide older, delete those over "
+        f"{config.publish.delete_after_days} days"
+    )
+    return "\n".join(lines)
+
+
+def table(runs: list[RoleRun]) -> str:
+    lines = [f"{'role':5} {'build id':18} " + " ".join(f"{s:16}" for s in STAGES) + " image"]
+    for run in runs:
+        cells = " ".join(
+            f"{s.result + (f' {s.seconds:.0f}s' if s.seconds else ''):16}" for s in run.stages
+        )
+        lines.append(f"{run.role:5} {run.build_id or '-':18} {cells} {run.image_id or '-'}")
+    return "\n".join(lines)

@@ -1,0 +1,141 @@
+"""The nightly pipeline, for real: every role built, tested, published and shared.
+
+Runs first in the session (see conftest): its builds are the ones later tests reuse.
+"""
+
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from imagekit.clouds import glance
+from imagekit.config import Config
+from imagekit.devcloud import DevCloud
+from imagekit.locking import Lock
+from imagekit.manifest import Manifest, builds, latest_build
+from imagekit.publishing import sharing
+from imagekit.roles import ROLES
+
+pytestmark = pytest.mark.usefixtures("clouds_yaml")
+
+
+def pipeline(
+    config_path: Path, *args: str, timeout: float = 2400
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "imagekit", "--config", str(config_path), "pipeline", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def summary(output_dir: Path) -> dict[str, Any]:
+    """The newest run's JSON summary."""
+    newest = sorted((output_dir / "pipeline").glob("*.json"))[-1]
+    data: dict[str, Any] = json.loads(newest.read_text())
+    return data
+
+
+def test_all_roles_built_tested_published_and_shared(config: Config, devcloud: DevCloud) -> None:
+    cfg = config.model_copy(
+        update={
+            "publish": config.publish.model_copy(
+                update={"identity_cloud": "devcloud-admin", "members": ["alpha"]}
+            )
+        }
+    )
+    config_path = config.source.with_name("pipeline.yaml")
+    config_path.write_text(
+        config.source.read_text() + "publish: {identity_cloud: devcloud-admin, members: [alpha]}\n"
+    )
+    result = pipeline(config_path, "--cloud", "devcloud")
+    assert result.returncode == 0, result.stdout + result.stderr[-4000:]
+    for role in ROLES:
+        assert f"[{role}] build passed" in result.stderr
+    data = summary(config.output_dir)
+    assert [r["role"] for r in data["roles"]] == list(ROLES)
+    assert all(r["passed"] for r in data["roles"])
+
+    alpha = devcloud.connect("devcloud-alpha")
+    for role in ROLES:
+        build_dir = latest_build(config.output_dir, role)
+        assert build_dir is not None
+        manifest = Manifest.read(build_dir)
+        assert manifest.tested and manifest.tests[-1].tests >= 10
+        (publication,) = manifest.publications
+        image_id, status = sharing.accept(alpha, publication.image_id)
+        assert status == "accepted"
+        digest = hashlib.sha512()
+        for chunk in glance(alpha).download_image(image_id, stream=True).iter_content(1 << 20):
+            digest.update(chunk)
+        assert digest.hexdigest() == glance(alpha).get_image(image_id).hash_value
+        assert (build_dir / f"{role}.qcow2").stat().st_size == glance(alpha).get_image(
+            image_id
+        ).size
+
+
+def test_a_second_pipeline_is_refused_while_one_runs(config: Config) -> None:
+    with Lock(config.output_dir / ".pipeline.lock", f"a pipeline on {config.output_dir}"):
+        result = pipeline(config.source, "--cloud", "devcloud", timeout=120)
+    assert result.returncode == 3
+    assert f"a pipeline on {config.output_dir} is already running (pid" in result.stderr
+
+
+def test_resume_after_a_failed_stage(config: Config) -> None:
+    """Publishing db fails (no such cloud); the re-run publishes the same build, no rebuild."""
+    before = {r: [b.name for b in builds(config.output_dir, r)] for r in ROLES}
+    failed = pipeline(config.source, "db", "--cloud", "no-such-cloud", timeout=600)
+    assert failed.returncode == 1
+    assert "[db] publish failed" in failed.stderr
+    stages = {s["name"]: s["result"] for s in summary(config.output_dir)["roles"][0]["stages"]}
+    assert stages == {"build": "skipped", "test": "skipped", "publish": "failed"}
+
+    resumed = pipeline(config.source, "db", "--cloud", "devcloud-admin", timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    stages = {s["name"]: s["result"] for s in summary(config.output_dir)["roles"][0]["stages"]}
+    assert stages == {"build": "skipped", "test": "skipped", "publish": "passed"}
+    assert {r: [b.name for b in builds(config.output_dir, r)] for r in ROLES} == before
+
+
+def test_a_role_failing_its_suite_is_not_published(
+    config: Config, make_config: Callable[..., Path], devcloud: DevCloud
+) -> None:
+    """dns's suite fails (a required package is missing); web is still published."""
+    path = make_config("roles:\n  dns:\n    packages: [no-such-package-in-image]\n")
+    for role in ("web", "dns"):
+        source = latest_build(config.output_dir, role)
+        assert source is not None
+        copy = path.parent / "images" / role / source.name
+        shutil.copytree(source, copy)
+        manifest = Manifest.read(copy)
+        manifest.tests, manifest.publications = [], []
+        manifest.write(copy)
+    result = pipeline(path, "web", "dns", "--cloud", "devcloud", timeout=1200)
+    assert result.returncode == 1
+    assert "pipeline failed for: dns" in result.stderr
+    roles = {
+        r["role"]: {s["name"]: s["result"] for s in r["stages"]}
+        for r in summary(
+            Config.model_validate(
+                {**config.model_dump(), "output_dir": path.parent / "images"},
+                context={"base_dir": path.parent},
+            )
+        )["roles"]
+    }
+    assert roles["dns"] == {"build": "skipped", "test": "failed", "publish": "not run"}
+    assert roles["web"]["publish"] == "passed"
+    dns = Manifest.read(builds(output_dir, "dns")[-1])
+    assert dns.publications == [] and not dns.tested
+
+
+def test_dry_run_changes_nothing(config: Config) -> None:
+    result = pipeline(config.source, "--cloud", "devcloud", "--dry-run", timeout=120)
+    assert result.returncode == 0
+    assert "web:" in result.stdout and "rotate: keep the newest" in result.stdout
