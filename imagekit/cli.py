@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from imagekit import doctor, host, pipeline, verify
-from imagekit.builders import dib
+from imagekit.builders import dib, packer
 from imagekit.clouds import connect
 from imagekit.config import DEFAULT_CONFIG, load_config
 from imagekit.devcloud import DevCloud
@@ -49,6 +49,19 @@ def _parser() -> argparse.ArgumentParser:
         description="Build the golden image of each ROLE (or all) into OUTPUT/ROLE/BUILD_ID/.",
     )
     build.add_argument("roles", nargs="+", metavar="ROLE", help=f"{', '.join(ROLES)} or all")
+    build.add_argument(
+        "--with",
+        dest="builder",
+        choices=["dib", "packer"],
+        default="dib",
+        help="diskimage-builder (default), or Packer's qemu builder on a DIB base image",
+    )
+    build.add_argument(
+        "--base",
+        type=Path,
+        metavar="QCOW2",
+        help="with packer: start from this image (default: the newest DIB base build)",
+    )
     build.add_argument(
         "--no-install",
         action="store_true",
@@ -200,17 +213,30 @@ def _build(args: argparse.Namespace) -> int:
     roles = resolve_roles(args.roles)
     config = load_config(args.config)
     config.resolved_mirrors()  # a config problem is exit 2 before anything installs
-    installed = host.ensure_requirements(install=not args.no_install)
+    needs = host.BUILD_REQUIREMENTS
+    if args.builder == "packer":
+        needs += packer.PACKER_REQUIREMENTS
+        if args.base is not None and not args.base.is_file():
+            raise UserError(f"--base {args.base}: no such file")
+    elif args.base is not None:
+        raise UserError("--base goes with --with packer")
+    installed = host.ensure_requirements(needs, install=not args.no_install)
     if installed:
         print(f"installed host packages: {' '.join(installed)}", file=sys.stderr)
+
+    def build_one(role: str) -> Path:
+        if args.builder == "packer":
+            return packer.build(config, role, args.base)
+        return dib.build(config, role)
+
     if len(roles) == 1:
-        print(dib.build(config, roles[0]) / f"{roles[0]}.qcow2")
+        print(build_one(roles[0]) / f"{roles[0]}.qcow2")
         return 0
     # Several roles: a failing one does not stop the others.
     failed = []
     for role in roles:
         try:
-            build_dir = dib.build(config, role)
+            build_dir = build_one(role)
         except Interrupted:
             raise
         except ImagekitError as err:

@@ -5,9 +5,12 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from imagekit import host
+from imagekit.builders.packer import PACKER_REQUIREMENTS
 from imagekit.config import load_config
 from imagekit.errors import ImagekitError
 from imagekit.instances.qemu import kvm_usable
+
+ALL_REQUIREMENTS = host.BUILD_REQUIREMENTS + host.TEST_REQUIREMENTS + PACKER_REQUIREMENTS
 
 
 @dataclass(frozen=True)
@@ -19,7 +22,7 @@ class Check:
 
 def checks(config_path: Path | None = None) -> list[Check]:
     found: list[Check] = []
-    for req in host.BUILD_REQUIREMENTS + host.TEST_REQUIREMENTS:
+    for req in ALL_REQUIREMENTS:
         path = host.which(req.command)
         found.append(
             Check("ok", req.command, path)
@@ -51,7 +54,7 @@ def checks(config_path: Path | None = None) -> list[Check]:
 
 
 def missing_packages(found: list[Check]) -> list[str]:
-    by_command = {r.command: r.package for r in host.BUILD_REQUIREMENTS + host.TEST_REQUIREMENTS}
+    by_command = {r.command: r.package for r in ALL_REQUIREMENTS}
     return sorted(
         {by_command[c.name] for c in found if c.status == "missing" and c.name in by_command}
     )

@@ -1,1 +1,140 @@
-"""Image builders: each turns a role into a qcow2 plus manifest in the build layout."""
+"""Image builders: each turns a role into a qcow2 plus manifest in the same build layout.
+
+`run_build` is the part every builder shares: the per-role lock, the build
+directory and id, the manifest, the log, and what a failure or Ctrl-C leaves
+(the log, a failed manifest, no half image). `run_logged` runs the builder's
+tool in its own session with its output in the log and on the progress line.
+"""
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import BinaryIO
+
+from imagekit.config import Config
+from imagekit.errors import ImagekitError, Interrupted
+from imagekit.locking import Lock
+from imagekit.manifest import Manifest, Package, describe_image, git_source, new_build_id, utc_now
+from imagekit.progress import Progress
+
+# How long a builder gets to clean up after its stop signal before SIGKILL.
+STOP_GRACE_S = 90
+
+# Makes the image in build_dir/ROLE.qcow2 and returns its installed packages.
+Producer = Callable[[Path, Path, Progress], list[Package]]
+
+
+def run_build(
+    config: Config,
+    role: str,
+    builder: tuple[str, str],
+    elements: list[str],
+    produce: Producer,
+    progress: Progress | None = None,
+) -> Path:
+    """Build one role with `produce`; returns the build directory."""
+    progress = progress or Progress(role)
+    role_dir = config.output_dir / role
+    with Lock(role_dir / ".lock", f"a build of '{role}' in {role_dir}"):
+        build_id = new_build_id(role_dir)
+        build_dir = role_dir / build_id
+        build_dir.mkdir(parents=True)
+        log = build_dir / "build.log"
+        manifest = Manifest(
+            role=role,
+            build_id=build_id,
+            status="building",
+            created=utc_now(),
+            builder=builder[0],
+            builder_version=builder[1],
+            source=git_source(),
+            distribution=config.distribution,
+            release=config.release,
+            architecture=config.architecture,
+            elements=elements,
+            admin_user=config.admin_user,
+            ssh_key_fingerprints=[key.fingerprint for key in config.public_keys],
+        )
+        manifest.write(build_dir)
+        started = time.monotonic()
+        image = build_dir / f"{role}.qcow2"
+        try:
+            manifest.packages = produce(build_dir, log, progress)
+            progress.update("writing manifest")
+            manifest.image = describe_image(image)
+            (build_dir / f"{role}.qcow2.sha256").write_text(
+                f"{manifest.image.sha256}  {image.name}\n"
+            )
+            manifest.status = "built"
+        except BaseException as err:
+            manifest.status = "failed"
+            manifest.error = "interrupted" if isinstance(err, KeyboardInterrupt) else str(err)
+            image.unlink(missing_ok=True)
+            if isinstance(err, KeyboardInterrupt):
+                raise Interrupted(f"build of '{role}' was interrupted; log: {log}") from None
+            raise ImagekitError(f"build of '{role}' failed; log: {log}") from err
+        finally:
+            manifest.finished = utc_now()
+            manifest.duration_s = round(time.monotonic() - started, 1)
+            manifest.write(build_dir)
+        progress.finish(f"built {build_dir} in {manifest.duration_s:.0f}s")
+        return build_dir
+
+
+def run_logged(
+    cmd: list[str],
+    env: dict[str, str],
+    log: Path,
+    on_line: Callable[[str], None],
+    stop_signal: signal.Signals,
+    cwd: Path | None = None,
+) -> None:
+    """Run a tool in its own session, its output to the log and to on_line.
+
+    On Ctrl-C/SIGTERM (KeyboardInterrupt here) the tool gets stop_signal so
+    that it cleans up after itself; SIGKILL only after STOP_GRACE_S.
+    """
+    with log.open("ab") as out:
+        out.write(f"$ {' '.join(cmd)}\n".encode())
+        out.flush()
+        proc = subprocess.Popen(
+            cmd,
+            env=env,
+            cwd=cwd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        assert proc.stdout is not None
+        try:
+            for line in proc.stdout:
+                out.write(line)
+                on_line(line.decode(errors="replace"))
+            returncode = proc.wait()
+        except BaseException:
+            _stop(proc, out, stop_signal)
+            raise
+    if returncode != 0:
+        raise ImagekitError(f"{Path(cmd[0]).name} exited with status {returncode}")
+
+
+def _stop(proc: subprocess.Popen[bytes], out: BinaryIO, stop_signal: signal.Signals) -> None:
+    out.write(f"imagekit: stopping the build ({stop_signal.name})\n".encode())
+    try:
+        os.killpg(proc.pid, stop_signal)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + STOP_GRACE_S
+    assert proc.stdout is not None
+    os.set_blocking(proc.stdout.fileno(), False)
+    while proc.poll() is None and time.monotonic() < deadline:
+        chunk = proc.stdout.read()
+        if chunk:
+            out.write(chunk)
+        time.sleep(0.2)
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()

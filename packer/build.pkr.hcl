@@ -1,0 +1,36 @@
+build {
+  sources = ["source.qemu.role", "source.openstack.role"]
+
+  # The role's DIB element and the base element's clean-up: the same files
+  # `disk-image-create` uses, run by provision.sh.
+  provisioner "file" {
+    source      = "${var.elements_dir}/imagekit-${var.role}"
+    destination = "/tmp/imagekit-element"
+  }
+
+  provisioner "file" {
+    source      = "${var.elements_dir}/imagekit-base"
+    destination = "/tmp/imagekit-base"
+  }
+
+  provisioner "file" {
+    source      = "${path.root}/provision.sh"
+    destination = "/tmp/imagekit-provision.sh"
+  }
+
+  provisioner "shell" {
+    inline = [
+      "sudo env IMAGEKIT_PACKAGES='${join(" ", var.packages)}' DIB_IMAGEKIT_ADMIN_USER='${var.admin_user}' bash /tmp/imagekit-provision.sh",
+    ]
+  }
+
+  provisioner "file" {
+    direction   = "download"
+    source      = "/tmp/imagekit-packages.tsv"
+    destination = var.packages_file
+  }
+
+  provisioner "shell" {
+    inline = ["sudo rm -rf /tmp/imagekit-element /tmp/imagekit-base /tmp/imagekit-provision.sh /tmp/imagekit-packages.tsv"]
+  }
+}

@@ -1,0 +1,41 @@
+#!/bin/bash
+# Runs a role's DIB element inside a Packer build VM: the element's packages,
+# static files and install.d/post-install.d scripts, then imagekit-base's
+# finalise step, exactly the files disk-image-create uses. Run as root.
+set -eux -o pipefail
+
+element=/tmp/imagekit-element
+base=/tmp/imagekit-base
+export DEBIAN_FRONTEND=noninteractive
+export ARCH=${ARCH:-amd64}
+export DIB_IMAGEKIT_ADMIN_USER=${DIB_IMAGEKIT_ADMIN_USER:-admin}
+
+# The build VM's cloud-init must be finished before we change the system.
+cloud-init status --wait || true
+
+apt-get update
+# shellcheck disable=SC2086 # a list of package names
+apt-get install -y --no-install-recommends ${IMAGEKIT_PACKAGES}
+
+if [ -d "$element/static" ]; then
+    cp -r --no-preserve=ownership "$element/static/." /
+fi
+for phase in install.d post-install.d; do
+    [ -d "$element/$phase" ] || continue
+    for script in $(ls "$element/$phase" | sort); do
+        "$element/$phase/$script"
+    done
+done
+
+# Only the baked keys stay: cloud-init added this build's key at boot.
+home=$(getent passwd "$DIB_IMAGEKIT_ADMIN_USER" | cut -d: -f6)
+sed -i '/imagekit-packer-build/d' "$home/.ssh/authorized_keys"
+rm -f "$home/.bash_history"
+
+dpkg-query -W -f='${db:Status-Abbrev}\t${Package}\t${Version}\t${Architecture}\n' \
+    | awk -F'\t' '$1 ~ /^ii/ {print $2 "\t" $3 "\t" $4}' > /tmp/imagekit-packages.tsv
+
+"$base/finalise.d/95-imagekit-cleanup"
+# What DIB's own finalise.d/99-clear-machine-id does for DIB builds.
+echo uninitialized > /etc/machine-id
+cloud-init clean --logs

@@ -1,0 +1,47 @@
+source "qemu" "role" {
+  disk_image       = true
+  iso_url          = var.base_image
+  iso_checksum     = "none"
+  format           = "qcow2"
+  skip_resize_disk = true
+  accelerator      = var.accelerator
+  headless         = true
+  memory           = var.memory
+  disk_interface   = "virtio"
+  net_device       = "virtio-net"
+  cd_files         = ["${var.seed_dir}/user-data", "${var.seed_dir}/meta-data"]
+  cd_label         = "cidata"
+  output_directory = var.output_directory
+  vm_name          = "${var.role}.qcow2"
+
+  communicator         = "ssh"
+  ssh_username         = var.admin_user
+  ssh_private_key_file = var.ssh_private_key_file
+  ssh_timeout          = "20m"
+  shutdown_command     = "sudo shutdown -P now"
+
+  # The SSH forward on 127.0.0.1 only (Packer's default listens on all interfaces).
+  qemuargs = [
+    ["-netdev", "user,id=user.0,hostfwd=tcp:127.0.0.1:{{ .SSHHostPort }}-:22"],
+    ["-device", "virtio-net,netdev=user.0"],
+  ]
+}
+
+# Credentials come from the OS_* environment, which imagekit sets from the
+# clouds.yaml entry (no secret in any file).
+source "openstack" "role" {
+  source_image        = var.source_image
+  source_image_name   = var.source_image_name
+  flavor              = var.flavor
+  networks            = var.networks
+  floating_ip_network = var.floating_ip_network
+  security_groups     = var.security_groups
+  image_name          = var.image_name
+  image_visibility    = var.image_visibility
+  image_members       = var.image_members
+  image_tags          = var.image_tags
+  metadata            = var.metadata
+
+  communicator = "ssh"
+  ssh_username = var.admin_user
+}

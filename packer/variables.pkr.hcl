@@ -1,0 +1,117 @@
+# Set by `imagekit build ROLE --with packer` (a generated -var-file); see README.md.
+
+variable "role" {
+  type        = string
+  description = "lb, web, dns or db: the DIB element imagekit-ROLE is provisioned"
+}
+
+variable "elements_dir" {
+  type        = string
+  description = "the checkout's elements/ directory (one source of truth with DIB)"
+}
+
+variable "packages" {
+  type        = list(string)
+  default     = []
+  description = "the element's package-installs.yaml plus the config's role packages"
+}
+
+variable "admin_user" {
+  type    = string
+  default = "admin"
+}
+
+variable "ssh_private_key_file" {
+  type        = string
+  default     = ""
+  description = "a key made for this build only (qemu source)"
+}
+
+# qemu source: a local qcow2 base image (imagekit's DIB base build, or any cloud image).
+variable "base_image" {
+  type    = string
+  default = ""
+}
+
+variable "seed_dir" {
+  type        = string
+  default     = ""
+  description = "NoCloud user-data and meta-data for the build VM"
+}
+
+variable "output_directory" {
+  type    = string
+  default = "output"
+}
+
+variable "packages_file" {
+  type        = string
+  default     = "packages.tsv"
+  description = "where the image's package list is downloaded to (for the manifest)"
+}
+
+variable "accelerator" {
+  type    = string
+  default = "tcg"
+}
+
+variable "memory" {
+  type    = number
+  default = 1024
+}
+
+# openstack source: an instance-based build on the cloud itself.
+variable "source_image" {
+  type    = string
+  default = ""
+}
+
+variable "source_image_name" {
+  type    = string
+  default = ""
+}
+
+variable "flavor" {
+  type    = string
+  default = ""
+}
+
+variable "networks" {
+  type    = list(string)
+  default = []
+}
+
+variable "floating_ip_network" {
+  type    = string
+  default = ""
+}
+
+variable "security_groups" {
+  type    = list(string)
+  default = []
+}
+
+variable "image_name" {
+  type    = string
+  default = ""
+}
+
+variable "image_visibility" {
+  type    = string
+  default = "private"
+}
+
+variable "image_members" {
+  type    = list(string)
+  default = []
+}
+
+variable "image_tags" {
+  type    = list(string)
+  default = []
+}
+
+variable "metadata" {
+  type    = map(string)
+  default = {}
+}

@@ -1,0 +1,68 @@
+"""`imagekit build web --with packer` for real (qemu, TCG here), and the openstack source."""
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from imagekit import verify
+from imagekit.builders import packer
+from imagekit.config import Config, OpenStackSettings
+from imagekit.devcloud import DevCloud
+from imagekit.manifest import Manifest
+from tests.functional.imagefs import mounted_root
+
+
+def test_web_built_with_packer_passes_the_web_suite(config: Config, tmp_path: Path) -> None:
+    build_dir = packer.build(config, "web")
+    manifest = Manifest.read(build_dir)
+    assert manifest.status == "built" and manifest.builder == "packer"
+    assert manifest.image is not None and manifest.image.format == "qcow2"
+    assert (build_dir / "web.qcow2.sha256").read_text().startswith(manifest.image.sha256)
+    assert {"nginx-light", "php-fpm"} <= {p.name for p in manifest.packages}
+    assert manifest.image.virtual_size_bytes < 4 * 2**30, "not grown to Packer's 40G default"
+
+    with mounted_root(build_dir / "web.qcow2", tmp_path) as root:
+        keys = (root / "home/admin/.ssh/authorized_keys").read_text().strip()
+        assert keys == config.public_keys[0].line, "the build VM's key is gone"
+        assert not list((root / "etc/ssh").glob("ssh_host_*"))
+        assert (root / "etc/machine-id").read_text() == "uninitialized\n"
+        assert not (root / "var/lib/cloud/instances").exists()
+
+    target = verify.Target("web", build_dir / "web.qcow2", build_dir)
+    result = verify.test_image(config, target, verify.qemu_instances(config, "ft"))
+    assert result.passed, f"see {build_dir / 'test-report.xml'}"
+
+
+def test_openstack_source_validates_against_the_dev_cloud(
+    config: Config, devcloud: DevCloud, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Packer's validate logs in to Keystone: right credentials pass, wrong ones fail."""
+    devcloud.up()
+    monkeypatch.setenv("OS_CLIENT_CONFIG_FILE", str(devcloud.clouds_yaml))
+    settings = OpenStackSettings(flavor="m1.small", network="private")
+    cfg = config.model_copy(update={"openstack": settings})
+    var_file = tmp_path / "openstack.json"
+    var_file.write_text(json.dumps(packer.openstack_variables(cfg, "web", "debian-12")))
+    credentials = packer.openstack_environment("devcloud")
+
+    def validate(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [
+                "packer",
+                "validate",
+                "-only=openstack.role",
+                f"-var-file={var_file}",
+                str(packer.PACKER_DIR),
+            ],
+            capture_output=True,
+            text=True,
+            env={"PATH": "/usr/bin:/bin", "CHECKPOINT_DISABLE": "1", **env},
+            timeout=120,
+        )
+
+    result = validate(credentials)
+    assert result.returncode == 0, result.stdout + result.stderr
+    refused = validate({**credentials, "OS_PASSWORD": "wrong"})
+    assert refused.returncode != 0 and "Authentication failed" in refused.stdout + refused.stderr

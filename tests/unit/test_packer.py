@@ -1,0 +1,84 @@
+"""What imagekit hands to Packer, for both sources; the templates share the DIB elements."""
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from imagekit.builders import packer
+from imagekit.config import load_config
+from imagekit.errors import UserError
+from imagekit.roles import ELEMENTS_DIR, ROLES
+
+WriteConfig = Callable[[str], Path]
+
+
+def test_element_packages_follow_package_installs_yaml() -> None:
+    assert packer.element_packages("web", "amd64") == ["nginx-light", "php-fpm"]
+    assert packer.element_packages("dns", "amd64")[:2] == ["unbound", "dns-root-data"]
+    # The base element's cloud kernel is for amd64 only.
+    assert "linux-image-cloud-amd64" not in packer.element_packages("base", "arm64")
+
+
+def test_qemu_variables(write_config: WriteConfig, tmp_path: Path) -> None:
+    config = load_config(
+        write_config("ssh_keys: [{key}]\npackages: [curl]\nroles: {web: {packages: [php-mysql]}}\n")
+    )
+    base, key = tmp_path / "base.qcow2", tmp_path / "id_ed25519"
+    variables = packer.variables(config, "web", base, tmp_path, key)
+    assert variables["role"] == "web"
+    assert variables["elements_dir"] == str(ELEMENTS_DIR)
+    assert variables["packages"] == ["nginx-light", "php-fpm", "curl", "php-mysql"]
+    assert variables["base_image"] == str(base)
+    assert variables["ssh_private_key_file"] == str(key)
+    assert variables["seed_dir"] == str(tmp_path / "seed")
+    assert variables["output_directory"] == str(tmp_path / "output")
+    assert variables["accelerator"] in ("kvm", "tcg")
+    assert variables["admin_user"] == "admin"
+
+
+def test_openstack_variables(write_config: WriteConfig) -> None:
+    config = load_config(
+        write_config(
+            "ssh_keys: [{key}]\n"
+            "openstack: {flavor: m1.small, network: private, floating_ip_network: public, "
+            "security_groups: [ssh]}\n"
+            "publish: {members: [alpha]}\n"
+        )
+    )
+    variables = packer.openstack_variables(config, "db", "debian-12")
+    assert variables["source_image_name"] == "debian-12"
+    assert variables["flavor"] == "m1.small"
+    assert variables["networks"] == ["private"]
+    assert variables["floating_ip_network"] == "public"
+    assert variables["security_groups"] == ["ssh"]
+    assert variables["image_members"] == ["alpha"]
+    assert variables["image_tags"] == ["imagekit", "imagekit-role-db"]
+    assert variables["packages"] == ["mariadb-server"]
+
+
+def test_templates_run_the_elements_not_a_copy() -> None:
+    template = (packer.PACKER_DIR / "build.pkr.hcl").read_text()
+    assert "${var.elements_dir}/imagekit-${var.role}" in template
+    provision = (packer.PACKER_DIR / "provision.sh").read_text()
+    for role in ROLES:  # no role's package or step is written in packer/
+        for name in packer.element_packages(role, "amd64"):
+            assert name not in template + provision, name
+
+
+def test_openstack_credentials_go_through_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clouds = tmp_path / "clouds.yaml"
+    clouds.write_text(
+        "clouds:\n  prod:\n    region_name: RegionTwo\n    auth:\n"
+        "      auth_url: http://127.0.0.1:5000/v3\n      username: builder\n"
+        "      password: s3cret\n      project_name: images\n      user_domain_name: Default\n"
+    )
+    monkeypatch.setenv("OS_CLIENT_CONFIG_FILE", str(clouds))
+    env = packer.openstack_environment("prod")
+    assert env["OS_AUTH_URL"] == "http://127.0.0.1:5000/v3"
+    assert env["OS_USERNAME"] == "builder" and env["OS_PASSWORD"] == "s3cret"
+    assert env["OS_PROJECT_NAME"] == "images" and env["OS_REGION_NAME"] == "RegionTwo"
+    with pytest.raises(UserError, match="--cloud nope"):
+        packer.openstack_environment("nope")
