@@ -39,3 +39,6 @@ dpkg-query -W -f='${db:Status-Abbrev}\t${Package}\t${Version}\t${Architecture}\n
 # What DIB's own finalise.d/99-clear-machine-id does for DIB builds.
 echo uninitialized > /etc/machine-id
 cloud-init clean --logs
+# Tell the (discard-enabled) disk which blocks are free, so the image stays small.
+sync
+fstrim -av || true
