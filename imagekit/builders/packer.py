@@ -180,4 +180,4 @@ def build(
 
 def _show(line: str, progress: Progress) -> None:
     if match := _STEP.search(line):
-        progress.update("packer", match.group(1)[:70])
+        progress.update(match.group(1)[:70])

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from imagekit import host
+from imagekit import doctor, host
 from imagekit.builders import dib
 from imagekit.config import Config, load_config
 from imagekit.devcloud import DevCloud
@@ -35,7 +35,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def builder_host() -> None:
     if os.geteuid() != 0:
         pytest.fail("functional tests build images for real and need root")
-    host.ensure_requirements(host.BUILD_REQUIREMENTS + host.TEST_REQUIREMENTS)
+    host.ensure_requirements(doctor.ALL_REQUIREMENTS)
 
 
 @pytest.fixture(scope="session")
