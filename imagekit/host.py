@@ -39,6 +39,7 @@ BUILD_REQUIREMENTS: tuple[Requirement, ...] = (
 TEST_REQUIREMENTS: tuple[Requirement, ...] = (
     Requirement("qemu-system-x86_64", "qemu-system-x86", "boots throwaway instances"),
     Requirement("qemu-img", "qemu-utils", "makes the instance's overlay disk"),
+    Requirement("ssh-keygen", "openssh-client", "checks keys in the test suite"),
 )
 
 
