@@ -13,6 +13,7 @@ from imagekit.publishing.attributes import role_tag
 @dataclass
 class RotationPlan:
     keep: list[str] = field(default_factory=list)
+    unhide: list[str] = field(default_factory=list)
     hide: list[str] = field(default_factory=list)
     delete: list[str] = field(default_factory=list)
 
@@ -34,13 +35,15 @@ def role_images(conn: Connection, role: str) -> list[Any]:
 def plan(
     images: list[Any], current: str, keep: int, delete_after_days: int, now: datetime
 ) -> RotationPlan:
-    """images: newest first. The current image is always kept."""
+    """images: newest first. The current image and the newest `keep` stay visible."""
     result = RotationPlan()
     cutoff = now - timedelta(days=delete_after_days)
     for rank, image in enumerate(images):
         created = datetime.fromisoformat(image.created_at.replace("Z", "+00:00"))
         if image.id == current or rank < keep:
             result.keep.append(image.id)
+            if image.is_hidden:  # e.g. a newer one was deleted by hand
+                result.unhide.append(image.id)
         elif created < cutoff:
             result.delete.append(image.id)
         elif not image.is_hidden:
@@ -56,6 +59,8 @@ def rotate(
     images = role_images(conn, role)
     result = plan(images, current, keep, delete_after_days, datetime.now(UTC))
     if not dry_run:
+        for image_id in result.unhide:
+            glance(conn).update_image(image_id, is_hidden=False)
         for image_id in result.hide:
             glance(conn).update_image(image_id, is_hidden=True)
         for image_id in result.delete:

@@ -17,7 +17,7 @@ from imagekit.config import Config, PublishSettings
 from imagekit.devcloud import DevCloud
 from imagekit.errors import ImagekitError
 from imagekit.manifest import Manifest
-from imagekit.publishing import sharing, upload
+from imagekit.publishing import rotation, sharing, upload
 from imagekit.publishing.publish import publish
 
 Built = Callable[[str], Path]
@@ -57,7 +57,7 @@ def test_publish_share_accept_and_download(
         identity_cloud="devcloud-admin",
         members=["alpha"],
     )
-    result = publish(cfg, "web", "devcloud")
+    result = publish(cfg, "web", "devcloud", build_id=tested_web.name)
     assert result.uploaded and result.image_id
     alpha, beta = devcloud.connect("devcloud-alpha"), devcloud.connect("devcloud-beta")
     assert list(result.members.values()) == ["pending"]
@@ -88,7 +88,7 @@ def test_publish_share_accept_and_download(
         glance(beta).get_image(image.id)
     assert image.id not in {i.id for i in glance(beta).images()}
 
-    again = publish(cfg, "web", "devcloud")
+    again = publish(cfg, "web", "devcloud", build_id=tested_web.name)
     assert not again.uploaded and again.image_id == image.id, "a second publish is a no-op"
 
 
@@ -103,15 +103,14 @@ def test_rotation_keeps_the_newest_and_hides_the_rest(
         manifest = Manifest.read(copy)
         manifest.build_id = copy.name
         manifest.write(copy)
-    ids = [
-        publish(cfg, "web", "devcloud", build_id=b).image_id
-        for b in sorted(p.name for p in tested_web.parent.glob(f"{tested_web.name}*"))
-    ]
-    builder = glance(devcloud.connect("devcloud"))
-    hidden = {i: builder.get_image(i).is_hidden for i in ids if i}
-    newest_first = list(reversed([i for i in ids if i]))
-    assert [hidden[i] for i in newest_first[:2]] == [False, False]
-    assert all(hidden[i] for i in newest_first[2:])
+    for build_id in sorted(p.name for p in tested_web.parent.glob(f"{tested_web.name}*")):
+        assert publish(cfg, "web", "devcloud", build_id=build_id).image_id
+    # Every image of the role in the project counts, whoever published it: the newest two
+    # (by build id) stay visible, all older ones are hidden (none is old enough to delete).
+    images = rotation.role_images(devcloud.connect("devcloud"), "web")
+    assert len(images) >= 4
+    assert [i.is_hidden for i in images[:2]] == [False, False]
+    assert all(i.is_hidden for i in images[2:])
     for n in range(3):
         shutil.rmtree(tested_web.parent / f"{tested_web.name}-copy{n}")
 

@@ -88,6 +88,11 @@ def test_rotation_keeps_newest_hides_older_deletes_old() -> None:
     assert result.delete == ["img1"]
 
 
+def test_rotation_shows_a_hidden_image_that_is_among_the_newest_again() -> None:
+    images = [_image(2, 0), _image(1, 5, hidden=True)]
+    assert plan(images, current="img2", keep=2, delete_after_days=30, now=NOW).unhide == ["img1"]
+
+
 def test_rotation_never_deletes_the_current_image() -> None:
     images = [_image(2, 0), _image(1, 90)]
     result = plan(images, current="img1", keep=1, delete_after_days=30, now=NOW)
