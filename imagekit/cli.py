@@ -19,6 +19,8 @@ from imagekit.instances import SshAddress
 from imagekit.publishing import publish as publishing
 from imagekit.publishing import rotation, sharing
 from imagekit.roles import ROLES, resolve_roles
+from imagekit.site import run as site_run
+from imagekit.site.model import DEFAULT_SITE, load_site
 from imagekit.userdata import ROLE_VALUES, load_values, render_user_data
 
 
@@ -199,6 +201,43 @@ def _parser() -> argparse.ArgumentParser:
         metavar="CLOUD",
         help="for env: devcloud, devcloud-alpha, devcloud-beta or devcloud-admin",
     )
+
+    site = commands.add_parser(
+        "site",
+        help="boot the whole site (lb, web, dns, db) from the golden images and test it",
+        description="'test' boots one instance per entry of the site description from the "
+        "newest tested build of its role, all at once in a network namespace of their own "
+        "wired as the real site, runs the site suite, records the result in every build's "
+        "manifest, and removes everything. 'down' removes kept sites. 'userdata' writes the "
+        "user data of every instance.",
+    )
+    site.add_argument("action", choices=["test", "down", "userdata"])
+    site.add_argument(
+        "--site",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help=f"site description (default: {DEFAULT_SITE})",
+    )
+    site.add_argument(
+        "--build",
+        action="append",
+        default=[],
+        metavar="ROLE=ID",
+        dest="builds",
+        help="test: use this build of a role (repeatable; default: the newest tested)",
+    )
+    site.add_argument(
+        "--keep", action="store_true", help="test: leave the site up and print how to reach it"
+    )
+    site.add_argument(
+        "--identity",
+        type=Path,
+        metavar="KEY",
+        help="test: also prove that this private key (one of the baked keys) reaches every "
+        "instance through the lb",
+    )
+    site.add_argument("--output", type=Path, metavar="DIR", help="userdata: write files here")
 
     check = commands.add_parser(
         "doctor",
@@ -428,6 +467,33 @@ def _doctor(args: argparse.Namespace) -> int:
     return 1 if bad else 0
 
 
+def _site(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    if args.action == "down":
+        for namespace in site_run.down_all(config):
+            print(f"removed {namespace}")
+        return 0
+    path = args.site or DEFAULT_SITE
+    described = load_site(path)
+    if args.action == "userdata":
+        if args.output is None:
+            raise UserError("site userdata needs --output DIR")
+        for file in site_run.write_user_data(config, described, args.output):
+            print(file)
+        return 0
+    if args.identity is not None and not args.identity.is_file():
+        raise UserError(f"--identity {args.identity}: no such file")
+    builds = site_run.choose_builds(config, described, site_run.parse_builds(args.builds))
+    host.ensure_requirements(host.TEST_REQUIREMENTS, install=True)
+    result = site_run.site_test(config, described, path, builds, args.keep, args.identity)
+    print(site_run.summary(result))
+    if args.keep:
+        print(site_run.how_to_reach(result))
+    if not result.record.passed:
+        raise ImagekitError(f"site test failed; report: {result.report}")
+    return 0
+
+
 def _terminate(signum: int, frame: object) -> NoReturn:
     # SIGTERM unwinds like Ctrl-C, so every cleanup path runs.
     raise KeyboardInterrupt
@@ -447,6 +513,7 @@ def main(argv: list[str] | None = None) -> int:
             "pipeline": _pipeline,
             "devcloud": _devcloud,
             "doctor": _doctor,
+            "site": _site,
         }
         handler = handlers[args.command]
         return handler(args)

@@ -50,6 +50,14 @@ class SuiteResult(BaseModel):
     report: str | None = None
 
 
+class SiteTestRecord(SuiteResult):
+    """One `imagekit site test` run that this build took part in."""
+
+    site: str
+    run_id: str
+    instances: dict[str, str] = {}  # instance name -> ROLE/BUILD_ID
+
+
 class Publication(BaseModel):
     """One upload of the build's image to a cloud's Glance."""
 
@@ -81,12 +89,18 @@ class Manifest(BaseModel):
     image: ImageFile | None = None
     packages: list[Package] = []
     tests: list[SuiteResult] = []
+    site_tests: list[SiteTestRecord] = []
     publications: list[Publication] = []
 
     @property
     def tested(self) -> bool:
         """The newest test run of this build passed."""
         return bool(self.tests) and self.tests[-1].passed
+
+    @property
+    def site_tested(self) -> bool:
+        """The newest site test this build took part in passed."""
+        return bool(self.site_tests) and self.site_tests[-1].passed
 
     def write(self, build_dir: Path) -> None:
         tmp = build_dir / (MANIFEST + ".tmp")
@@ -165,9 +179,10 @@ def builds(output_dir: Path, role: str) -> list[Path]:
     return sorted(p for p in role_dir.iterdir() if (p / MANIFEST).is_file())
 
 
-def latest_build(output_dir: Path, role: str) -> Path | None:
-    """The newest build of a role that finished with an image."""
+def latest_build(output_dir: Path, role: str, tested: bool = False) -> Path | None:
+    """The newest build of a role that finished with an image (and passed its suite)."""
     for build_dir in reversed(builds(output_dir, role)):
-        if Manifest.read(build_dir).status == "built":
+        manifest = Manifest.read(build_dir)
+        if manifest.status == "built" and (manifest.tested or not tested):
             return build_dir
     return None

@@ -7,7 +7,9 @@ import subprocess
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -37,6 +39,20 @@ def kvm_usable(
     return bool(flags & {"vmx", "svm"})
 
 
+@dataclass(frozen=True)
+class Nic:
+    netdev: str  # qemu's -netdev, without its id
+    mac: str | None = None
+
+
+def default_nics(ssh_port: int) -> list[Nic]:
+    return [
+        Nic(f"user,hostfwd=tcp:127.0.0.1:{ssh_port}-:22"),
+        # The private network, isolated: restrict=on lets nothing out through it.
+        Nic("user,net=10.12.0.0/16,restrict=on"),
+    ]
+
+
 class QemuInstance:
     """A qcow2 overlay of the image, a NoCloud seed, SSH forwarded on 127.0.0.1."""
 
@@ -50,7 +66,13 @@ class QemuInstance:
         cpus: int = 1,
         boot_timeout: float = 600,
         console_log: Path | None = None,
+        nics: list["Nic"] | None = None,
+        netns: str | None = None,
+        network_config: dict[str, Any] | None = None,
     ) -> None:
+        """`nics` default to a public NIC with SSH forwarded on 127.0.0.1 and an
+        isolated private one; `netns` runs qemu in that network namespace;
+        `network_config` goes into the seed as the cloud's would."""
         self.image = image.resolve()
         self.user = user
         self.name = name
@@ -58,6 +80,9 @@ class QemuInstance:
         self.memory_mb = memory_mb
         self.cpus = cpus
         self.boot_timeout = boot_timeout
+        self.nics = nics
+        self.netns = netns
+        self.network_config = network_config
         self.accelerator = "kvm" if kvm_usable() else "tcg"
         self.workdir = Path(tempfile.mkdtemp(prefix=f"{name}-"))
         self.console_log = console_log or self.workdir / "console.log"
@@ -68,6 +93,16 @@ class QemuInstance:
     def start(self) -> SshAddress:
         started = time.monotonic()
         key_file, public_key = make_key_pair(self.workdir, f"imagekit-test-{self.name}")
+        port = free_port()
+        self.launch(public_key, port)
+        address = self.address = SshAddress("127.0.0.1", port, self.user, str(key_file))
+        self.timings = wait_until_ready(
+            address, started, self.boot_timeout, self.gone, self.console_tail
+        )
+        return address
+
+    def launch(self, public_key: str, ssh_port: int = 0) -> None:
+        """Boot without waiting: overlay, seed (with the run's key), qemu."""
         overlay = self.workdir / "overlay.qcow2"
         subprocess.run(
             [
@@ -89,27 +124,31 @@ class QemuInstance:
             seed,
             _with_key(self.user_data, public_key),
             f"instance-id: {uuid.uuid4()}\nlocal-hostname: {self.name}\n",
+            self.network_config,
         )
-        port = free_port()
         self.console_log.parent.mkdir(parents=True, exist_ok=True)
+        command = self._command(overlay, seed, ssh_port)
+        if self.netns:
+            command = ["ip", "netns", "exec", self.netns, *command]
         with (self.workdir / "qemu.err").open("wb") as errors:
             self._proc = subprocess.Popen(
-                self._command(overlay, seed, port),
+                command,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=errors,
                 start_new_session=True,  # Ctrl-C reaches us, and we stop it
             )
-        address = self.address = SshAddress("127.0.0.1", port, self.user, str(key_file))
-        self.timings = wait_until_ready(
-            address, started, self.boot_timeout, self._gone, self.console_tail
-        )
-        return address
 
     def _command(self, overlay: Path, seed: Path, port: int) -> list[str]:
         accel = (
             ["-accel", "kvm", "-cpu", "host"] if self.accelerator == "kvm" else ["-accel", "tcg"]
         )
+        nics: list[str] = []
+        for n, nic in enumerate(self.nics or default_nics(port)):
+            # Fixed PCI slots from 3 on, as Nova does: the NICs are ens3, ens4, ...
+            mac = f",mac={nic.mac}" if nic.mac else ""
+            nics += ["-netdev", f"{nic.netdev},id=nic{n}"]
+            nics += ["-device", f"virtio-net-pci,netdev=nic{n},addr={3 + n:#x}{mac}"]
         return [
             "qemu-system-x86_64",
             # i440fx with fixed PCI slots, as Nova does: the NICs are ens3 and ens4 there too.
@@ -120,11 +159,7 @@ class QemuInstance:
             "-display", "none",
             "-monitor", "none",
             "-serial", f"file:{self.console_log}",
-            "-netdev", f"user,id=public,hostfwd=tcp:127.0.0.1:{port}-:22",
-            "-device", "virtio-net-pci,netdev=public,addr=0x3",
-            # The private network, isolated: restrict=on lets nothing out through it.
-            "-netdev", "user,id=private,net=10.12.0.0/16,restrict=on",
-            "-device", "virtio-net-pci,netdev=private,addr=0x4",
+            *nics,
             "-drive", f"file={overlay},if=none,id=disk,format=qcow2",
             "-device", "virtio-blk-pci,drive=disk,addr=0x5",
             "-drive", f"file={seed},if=none,id=seed,format=raw,readonly=on",
@@ -136,7 +171,11 @@ class QemuInstance:
         pid = self._proc.pid if self._proc else "?"
         return f"qemu pid {pid}, files in {self.workdir}; stop: kill {pid}; rm -r {self.workdir}"
 
-    def _gone(self) -> str | None:
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    def gone(self) -> str | None:
         if self._proc is None or self._proc.poll() is None:
             return None
         error = (self.workdir / "qemu.err").read_text(errors="replace").strip()

@@ -190,14 +190,18 @@ def load_values(role: str, files: list[Path], assignments: list[str]) -> Common:
             raise UserError(f"{path}: values must be a mapping of variables")
         data.update(loaded)
     data.update(parse_set(assignments))
-    model = ROLE_VALUES[role]
+    return validate_values(role, data, f"{role} user data")
+
+
+def validate_values(role: str, data: dict[str, Any], where: str) -> Common:
+    """The role's values model, or one line saying what is wrong and where."""
     try:
-        return model.model_validate(data)
+        return ROLE_VALUES[role].model_validate(data)
     except ValidationError as err:
-        raise UserError(f"{role} user data: {_problem(err)}") from None
+        raise UserError(f"{where}: {validation_problem(err)}") from None
 
 
-def _problem(err: ValidationError) -> str:
+def validation_problem(err: ValidationError) -> str:
     # A misspelt name explains the "missing" errors that come with it: say it first.
     problem = min(err.errors(), key=lambda e: e["type"] != "extra_forbidden")
     where = ".".join(str(part) for part in problem["loc"])

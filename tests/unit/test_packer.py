@@ -14,7 +14,7 @@ WriteConfig = Callable[[str], Path]
 
 
 def test_element_packages_follow_package_installs_yaml() -> None:
-    assert packer.element_packages("web", "amd64") == ["nginx-light", "php-fpm"]
+    assert packer.element_packages("web", "amd64") == ["nginx-light", "php-fpm", "php-mysql"]
     assert packer.element_packages("dns", "amd64")[:2] == ["unbound", "dns-root-data"]
     # The base element's cloud kernel is for amd64 only.
     assert "linux-image-cloud-amd64" not in packer.element_packages("base", "arm64")
@@ -22,13 +22,13 @@ def test_element_packages_follow_package_installs_yaml() -> None:
 
 def test_qemu_variables(write_config: WriteConfig, tmp_path: Path) -> None:
     config = load_config(
-        write_config("ssh_keys: [{key}]\npackages: [curl]\nroles: {web: {packages: [php-mysql]}}\n")
+        write_config("ssh_keys: [{key}]\npackages: [curl]\nroles: {web: {packages: [php-gd]}}\n")
     )
     base, key = tmp_path / "base.qcow2", tmp_path / "id_ed25519"
     variables = packer.variables(config, "web", base, tmp_path, key)
     assert variables["role"] == "web"
     assert variables["elements_dir"] == str(ELEMENTS_DIR)
-    assert variables["packages"] == ["nginx-light", "php-fpm", "curl", "php-mysql"]
+    assert variables["packages"] == ["nginx-light", "php-fpm", "php-mysql", "curl", "php-gd"]
     assert variables["base_image"] == str(base)
     assert variables["ssh_private_key_file"] == str(key)
     assert variables["seed_dir"] == str(tmp_path / "seed")

@@ -1,0 +1,1 @@
+"""The whole site from the golden images: its description, networks and test."""

@@ -1,0 +1,533 @@
+"""`imagekit site test`: boot the whole site from the golden images and run the site suite.
+
+One instance per entry of the site description, from the newest tested build
+of its role, all booted at once in a network namespace of their own (see
+network.py); the site suite (tests/site/) runs inside that namespace, as the
+outside world, with SSH to every instance through the lb as a jump host. The
+result goes into every build's manifest that took part. Everything made for
+the run is removed whatever happened, unless it is kept (`--keep`, then
+`imagekit site down`).
+"""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+import xml.etree.ElementTree as ET
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from imagekit.config import Config
+from imagekit.errors import ImagekitError, UserError
+from imagekit.instances.access import make_key_pair
+from imagekit.instances.qemu import Nic, QemuInstance
+from imagekit.manifest import Manifest, SiteTestRecord, latest_build, utc_now
+from imagekit.roles import CHECKOUT
+from imagekit.site import network
+from imagekit.site.model import MEMORY_MB, Site, SiteInstance
+from imagekit.userdata import render_user_data
+
+SUITE_DIR = CHECKOUT / "tests" / "site"
+STATE = "state.json"
+
+
+def sites_dir(config: Config) -> Path:
+    """Where each run keeps its key, SSH config and state (0700: the key is there)."""
+    path = config.cache_dir / "sites"
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return path
+
+
+def choose_builds(config: Config, site: Site, chosen: dict[str, str]) -> dict[str, Path]:
+    """The build of each role the site uses: `chosen` (ROLE -> ID), else the newest tested."""
+    roles = {i.role for i in site.instances}
+    unknown = sorted(set(chosen) - roles)
+    if unknown:
+        raise UserError(f"--build {unknown[0]}=...: the site has no {unknown[0]} instance")
+    builds = {}
+    for role in sorted(roles):
+        if role in chosen:
+            build_dir = config.output_dir / role / chosen[role]
+            if not (build_dir / "manifest.json").is_file():
+                raise UserError(
+                    f"--build {role}={chosen[role]}: no such build in {build_dir.parent}"
+                )
+            if Manifest.read(build_dir).status != "built":
+                raise UserError(f"--build {role}={chosen[role]}: that build did not finish")
+        else:
+            found = latest_build(config.output_dir, role, tested=True)
+            if found is None:
+                raise UserError(
+                    f"no tested build of '{role}' in {config.output_dir / role}; "
+                    f"run: imagekit build {role} && imagekit test {role}"
+                )
+            build_dir = found
+        builds[role] = build_dir
+    return builds
+
+
+def parse_builds(values: list[str]) -> dict[str, str]:
+    """`--build ROLE=ID` options."""
+    chosen = {}
+    for value in values:
+        role, sep, build_id = value.partition("=")
+        if not sep or not role or not build_id or "/" in build_id or build_id.startswith("."):
+            raise UserError(f"--build {value}: expected ROLE=BUILD_ID")
+        chosen[role] = build_id
+    return chosen
+
+
+@dataclass
+class Member:
+    """One booted instance of the site."""
+
+    instance: SiteInstance
+    build_dir: Path
+    vm: QemuInstance
+    timings: dict[str, float] = field(default_factory=dict)
+    error: str | None = None
+
+
+@dataclass
+class SiteResult:
+    record: SiteTestRecord
+    report: Path
+    checks: list[tuple[str, str]]  # (check, outcome)
+    members: list[Member]
+    namespace: str
+    ssh_config: Path
+    lb_public_address: str
+
+
+class SiteRun:
+    def __init__(
+        self,
+        config: Config,
+        site: Site,
+        site_file: Path,
+        builds: dict[str, Path],
+        identity: Path | None = None,
+        boot_timeout: float = 1200,
+        say: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True),
+    ) -> None:
+        self.config = config
+        self.site = site.with_secrets()
+        self.site_file = site_file
+        self.builds = builds
+        self.identity = identity
+        self.boot_timeout = boot_timeout
+        self.say = say
+        self.run_id = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:4]
+        self.workdir = sites_dir(config) / self.run_id
+        self.reports = config.output_dir / "site" / self.run_id
+        self.network = network.SiteNetwork(
+            uuid.uuid4().hex[:8], self.site.public_network, self.site.outside
+        )
+        self.members: list[Member] = []
+
+    # -- set up ---------------------------------------------------------------------------
+
+    def up(self) -> None:
+        """Make the namespace and boot every instance; wait until all are ready."""
+        self.workdir.mkdir(mode=0o700)
+        self.reports.mkdir(parents=True)
+        key_file, public_key = make_key_pair(self.workdir, f"imagekit-site-{self.run_id}")
+        self._write_ssh_config(key_file)
+        self.network.create()
+        self._save_state(kept=False)
+        for instance in self.site.instances:
+            self.members.append(self._launch(instance, public_key))
+            self._save_state(kept=False)
+        started = time.monotonic()
+        threads = [
+            threading.Thread(target=self._wait_ready, args=(m, started), daemon=True)
+            for m in self.members
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            while thread.is_alive():
+                thread.join(0.5)
+        failed = [m for m in self.members if m.error]
+        if failed:
+            raise ImagekitError("; ".join(f"{m.instance.name}: {m.error}" for m in failed))
+
+    def _launch(self, instance: SiteInstance, public_key: str) -> Member:
+        build_dir = self.builds[instance.role]
+        values = self.site.role_values(instance)
+        nics = [network.PUBLIC_BRIDGE] if instance.role == "lb" else []
+        nics.append(network.PRIVATE_BRIDGE)
+        netdevs = []
+        for n, bridge in enumerate(nics):
+            tap = self.network.tap(public=bridge == network.PUBLIC_BRIDGE)
+            netdevs.append(
+                Nic(f"tap,ifname={tap},script=no,downscript=no", self.site.mac(instance, n))
+            )
+        vm = QemuInstance(
+            build_dir / f"{instance.role}.qcow2",
+            Manifest.read(build_dir).admin_user,
+            instance.name,
+            render_user_data(instance.role, values, self.config.cache_dir),
+            memory_mb=MEMORY_MB[instance.role],
+            console_log=self.reports / f"{instance.name}-console.log",
+            nics=netdevs,
+            netns=self.network.namespace,
+            network_config=self.site.network_config(instance),
+        )
+        vm.launch(public_key)
+        self.say(f"[site] {instance.name} ({instance.role} {build_dir.name}) booting")
+        return Member(instance, build_dir, vm)
+
+    def _admin_user(self) -> str:
+        """The login user, as the builds recorded it."""
+        admin = {Manifest.read(b).admin_user for b in self.builds.values()}
+        if len(admin) != 1:
+            raise UserError(f"the site's builds have different admin users: {sorted(admin)}")
+        return admin.pop()
+
+    def _write_ssh_config(self, key_file: Path) -> None:
+        """How everyone (readiness, the suite, a person with --keep) reaches the instances."""
+        lines = [
+            "Host *",
+            f"  User {self._admin_user()}",
+            f"  IdentityFile {key_file}",
+            "  IdentitiesOnly yes",
+            "  BatchMode yes",
+            # Throwaway instances: their host keys are new by definition.
+            "  StrictHostKeyChecking no",
+            "  UserKnownHostsFile /dev/null",
+            "  LogLevel ERROR",
+            "  ConnectTimeout 10",
+            "  ServerAliveInterval 5",
+            "  ServerAliveCountMax 3",
+        ]
+        lb = self.site.lb
+        for instance in self.site.instances:
+            lines.append(f"Host {instance.name}")
+            if instance is lb:
+                lines.append(f"  HostName {instance.public_address}")
+            else:
+                lines += [f"  HostName {instance.address}", f"  ProxyJump {lb.name}"]
+        self.ssh_config.write_text("\n".join(lines) + "\n")
+
+    @property
+    def ssh_config(self) -> Path:
+        return self.workdir / "ssh_config"
+
+    def ssh(self, name: str, command: str, timeout: float) -> subprocess.CompletedProcess[str]:
+        cmd = [*self.network.exec_prefix(), "ssh", "-F", str(self.ssh_config), name, command]
+        try:
+            return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return subprocess.CompletedProcess(cmd, 255, "", "timed out")
+
+    def _wait_ready(self, member: Member, started: float) -> None:
+        """SSH logs in (through the lb for private instances), then cloud-init is done."""
+        name, deadline = member.instance.name, started + self.boot_timeout
+        try:
+            while True:
+                if (gone := member.vm.gone()) is not None:
+                    raise ImagekitError(gone)
+                if time.monotonic() > deadline:
+                    raise ImagekitError(f"SSH did not answer within {self.boot_timeout:.0f}s")
+                if self.ssh(name, "true", 30).returncode == 0:
+                    break
+                time.sleep(3)
+            member.timings["boot_to_ssh_s"] = round(time.monotonic() - started, 1)
+            self.say(f"[site] {name} answers SSH after {member.timings['boot_to_ssh_s']:.0f}s")
+            done = self.ssh(name, "cloud-init status --wait --long", deadline - time.monotonic())
+            member.timings["cloud_init_done_s"] = round(time.monotonic() - started, 1)
+            if done.returncode != 0:
+                log = self.ssh(name, "sudo tail -n 20 /var/log/cloud-init-output.log", 30)
+                raise ImagekitError(
+                    f"cloud-init did not finish cleanly: {done.stdout.strip()[-300:]}\n{log.stdout}"
+                )
+        except ImagekitError as err:
+            member.error = f"{err}\nconsole:\n{member.vm.console_tail()}"
+
+    # -- the suite --------------------------------------------------------------------------
+
+    def run_suite(self) -> tuple[Path, float]:
+        context = self.workdir / "context.json"
+        context.write_text(json.dumps(self.context(), indent=2))
+        junit = self.reports / "site-report.xml"
+        cmd = [
+            *self.network.exec_prefix(),
+            sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            "no:cacheprovider",
+            "-q",
+            "--color=no",
+            f"--rootdir={CHECKOUT}",
+            f"--junitxml={junit}",
+            str(SUITE_DIR),
+        ]
+        started = time.monotonic()
+        with (self.reports / "site-suite.log").open("w") as log:
+            subprocess.run(
+                cmd,
+                env={**os.environ, "IMAGEKIT_SITE_CONTEXT": str(context)},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                check=False,
+            )
+        return junit, round(time.monotonic() - started, 1)
+
+    def context(self) -> dict[str, object]:
+        """What the site suite needs: the instances, the outside, how to reach them."""
+        site = self.site
+        return {
+            "ssh_config": str(self.ssh_config),
+            "namespace": self.network.namespace,
+            "domain": site.domain,
+            "private_network": str(site.private_network),
+            "outside": str(site.outside),
+            "lb": site.lb.name,
+            "lb_public_address": str(site.lb.public_address),
+            "server_name": site.server_name,
+            "db_name": site.db_name,
+            "db_user": site.db_user,
+            "admin_user": self._admin_user(),
+            "run_key": str(self.workdir / "id_ed25519"),
+            "identity": str(self.identity) if self.identity else None,
+            "instances": [
+                {"name": i.name, "role": i.role, "address": str(i.address)} for i in site.instances
+            ],
+        }
+
+    # -- results ----------------------------------------------------------------------------
+
+    def record(self, junit: Path, suite_s: float, started: float) -> SiteResult:
+        checks = _checks(junit)
+        counts = {k: sum(1 for _, o in checks if o == k) for k in ("failed", "error", "skipped")}
+        passed = bool(checks) and not any(counts.values())
+        record = SiteTestRecord(
+            when=utc_now(),
+            passed=passed,
+            tests=len(checks),
+            failures=counts["failed"],
+            errors=counts["error"],
+            skipped=counts["skipped"],
+            suite_s=suite_s,
+            total_s=round(time.monotonic() - started, 1),
+            backend="QemuInstance",
+            accelerator=self.members[0].vm.accelerator if self.members else "",
+            report=str(junit),
+            site=str(self.site_file),
+            run_id=self.run_id,
+            instances={
+                m.instance.name: f"{m.instance.role}/{m.build_dir.name}" for m in self.members
+            },
+            timings={
+                f"{m.instance.name}_{k}": v for m in self.members for k, v in m.timings.items()
+            },
+        )
+        for build_dir in sorted(set(self.builds.values())):
+            manifest = Manifest.read(build_dir)
+            manifest.site_tests.append(record)
+            manifest.write(build_dir)
+        (self.reports / "summary.json").write_text(record.model_dump_json(indent=2) + "\n")
+        return SiteResult(
+            record,
+            junit,
+            checks,
+            self.members,
+            self.network.namespace,
+            self.ssh_config,
+            str(self.site.lb.public_address),
+        )
+
+    # -- tear down --------------------------------------------------------------------------
+
+    def keep(self) -> None:
+        self._save_state(kept=True)
+
+    def down(self) -> None:
+        """Stop every instance and remove the namespace and the run's files."""
+        for member in self.members:
+            member.vm.stop()
+        teardown(self.network.namespace, [], self.workdir)
+
+    def _save_state(self, kept: bool) -> None:
+        state = {
+            "owner_pid": os.getpid(),
+            "kept": kept,
+            "namespace": self.network.namespace,
+            "qemu": [
+                {"pid": m.vm.pid, "workdir": str(m.vm.workdir)} for m in self.members if m.vm.pid
+            ],
+            "ssh_config": str(self.ssh_config),
+            "lb": self.site.lb.name,
+            "lb_public_address": str(self.site.lb.public_address),
+            "instances": [i.name for i in self.site.instances],
+        }
+        tmp = self.workdir / (STATE + ".tmp")
+        tmp.write_text(json.dumps(state, indent=2))
+        tmp.replace(self.workdir / STATE)
+
+
+def _checks(junit: Path) -> list[tuple[str, str]]:
+    if not junit.is_file():
+        return []
+    outcomes = []
+    for case in ET.parse(junit).getroot().iter("testcase"):
+        outcome = "passed"
+        for kind, name in (("failure", "failed"), ("error", "error"), ("skipped", "skipped")):
+            if case.find(kind) is not None:
+                outcome = name
+        outcomes.append((case.get("name", "?"), outcome))
+    return outcomes
+
+
+def teardown(namespace: str, qemu: list[dict[str, object]], workdir: Path) -> None:
+    """Stop what a site left (qemu by recorded pid, anything else still in its
+    namespace), delete the namespace, remove the run's files."""
+    for vm in qemu:
+        pid, vm_dir = int(str(vm["pid"])), Path(str(vm["workdir"]))
+        if _is_our_qemu(pid, vm_dir):
+            _kill(pid)
+        shutil.rmtree(vm_dir, ignore_errors=True)
+    # Whatever still runs in the namespace was started there by a site run.
+    listed = subprocess.run(["ip", "netns", "pids", namespace], capture_output=True, text=True)
+    for pid in map(int, listed.stdout.split()):
+        _kill(pid)
+    network.remove(namespace)
+    shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _is_our_qemu(pid: int, vm_dir: Path) -> bool:
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return b"qemu-system" in cmdline and str(vm_dir).encode() in cmdline
+
+
+def _kill(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGTERM)
+        for _ in range(50):
+            time.sleep(0.1)
+            os.kill(pid, 0)
+        os.kill(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def down_all(config: Config, only_dead: bool = False) -> list[str]:
+    """Remove kept sites (and leftovers of runs that died); returns what was removed.
+
+    With only_dead, only runs whose owner is gone and that were not kept.
+    """
+    removed = []
+    for workdir in sorted(sites_dir(config).iterdir()):
+        try:
+            state = json.loads((workdir / STATE).read_text())
+        except (OSError, ValueError):
+            shutil.rmtree(workdir, ignore_errors=True)
+            continue
+        if only_dead and (state["kept"] or _alive(int(state["owner_pid"]))):
+            continue
+        teardown(state["namespace"], state["qemu"], workdir)
+        removed.append(state["namespace"])
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def site_test(
+    config: Config,
+    site: Site,
+    site_file: Path,
+    builds: dict[str, Path],
+    keep: bool = False,
+    identity: Path | None = None,
+    say: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True),
+) -> SiteResult:
+    """Boot the site, run its suite, record the result; remove it all unless kept."""
+    for leftover in down_all(config, only_dead=True):
+        say(f"[site] removed {leftover}, left by a run that died")
+    run = SiteRun(config, site, site_file, builds, identity, say=say)
+    started = time.monotonic()
+    kept = False
+    try:
+        run.up()
+        say("[site] every instance is up; running the site suite")
+        junit, suite_s = run.run_suite()
+        result = run.record(junit, suite_s, started)
+        if keep:
+            run.keep()
+            kept = True
+        return result
+    finally:
+        if not kept:
+            run.down()
+
+
+def write_user_data(config: Config, site: Site, output: Path) -> list[Path]:
+    """Every instance's user data, as `imagekit userdata` renders it, into OUTPUT/NAME.yaml."""
+    if output.is_symlink() or (output.exists() and not output.is_dir()):
+        raise UserError(f"--output {output}: not a directory")
+    output.mkdir(parents=True, exist_ok=True, mode=0o700)
+    site = site.with_secrets()
+    written = []
+    for instance in site.instances:
+        text = render_user_data(instance.role, site.role_values(instance), config.cache_dir)
+        target = output / f"{instance.name}.yaml"
+        # A new file renamed into place: never writes through a symlink, never world-readable.
+        fd, tmp = tempfile.mkstemp(dir=output, prefix=f".{instance.name}.")
+        with os.fdopen(fd, "w") as file:
+            file.write(text)
+        os.replace(tmp, target)
+        written.append(target)
+    return written
+
+
+def summary(result: SiteResult) -> str:
+    record = result.record
+    lines = [f"{'instance':10} {'role/build':28} {'to SSH':>8} {'cloud-init done':>16}"]
+    for member in result.members:
+        t = member.timings
+        lines.append(
+            f"{member.instance.name:10} {member.instance.role + '/' + member.build_dir.name:28} "
+            f"{t.get('boot_to_ssh_s', 0):7.0f}s {t.get('cloud_init_done_s', 0):15.0f}s"
+        )
+    lines.append("")
+    lines += [f"{outcome.upper():8} {check}" for check, outcome in result.checks]
+    passed = sum(1 for _, outcome in result.checks if outcome == "passed")
+    lines.append(
+        f"site: {'PASSED' if record.passed else 'FAILED'} {passed}/{record.tests} checks "
+        f"(suite {record.suite_s:.0f}s, total {record.total_s:.0f}s, {record.accelerator}); "
+        f"report: {result.report}"
+    )
+    return "\n".join(lines)
+
+
+def how_to_reach(result: SiteResult) -> str:
+    """For --keep: a shell in the outside world, and SSH to every instance."""
+    enter = f"ip netns exec {result.namespace}"
+    lines = [
+        "the site is up; from its outside world:",
+        f"  {enter} curl -k https://{result.lb_public_address}/",
+        f"  {enter} bash    # a shell out there",
+    ]
+    lines += [f"  {enter} ssh -F {result.ssh_config} {m.instance.name}" for m in result.members]
+    lines.append("remove it with: imagekit site down")
+    return "\n".join(lines)
