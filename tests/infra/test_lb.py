@@ -53,3 +53,19 @@ def test_http_redirects_to_https_with_a_private_certificate(host: Host) -> None:
         pem = host.file("/etc/haproxy/certs/site.pem")
         assert pem.mode == 0o600 and pem.user == "root"
         assert not host.file("/etc/haproxy/certs/site.key").exists
+
+
+def test_the_gateway_forwards_and_accepts_only_what_it_serves(
+    host: Host, expected: dict[str, Any]
+) -> None:
+    values = expected["values"]
+    with host.sudo():
+        rules = host.check_output("nft list table inet filter")
+    assert "hook input priority filter; policy drop;" in rules
+    assert "hook forward priority filter; policy drop;" in rules
+    assert "tcp dport { 22, 80, 443 } accept" in rules
+    private, public = values["private_interface"], values["public_interface"]
+    assert (
+        f'iifname "{private}" ip saddr {values["private_network"]} oifname "{public}" accept'
+        in rules
+    )

@@ -142,7 +142,7 @@ def test_duplicate_names_and_missing_roles(tmp_path: Path) -> None:
 
 def test_malformed_and_missing_files(tmp_path: Path) -> None:
     (tmp_path / "bad.yaml").write_text("instances: [\n")
-    with pytest.raises(UserError, match="bad.yaml:.*malformed YAML"):
+    with pytest.raises(UserError, match=r"bad\.yaml:.*malformed YAML"):
         load_site(tmp_path / "bad.yaml")
     with pytest.raises(UserError, match="cannot read the site description"):
         load_site(tmp_path / "missing.yaml")
