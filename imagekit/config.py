@@ -4,7 +4,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -19,6 +18,7 @@ from imagekit.errors import UserError
 from imagekit.mirrors import host_debian_mirrors
 from imagekit.roles import CHECKOUT
 from imagekit.sshkeys import KEY_TYPES, PublicKey, parse_public_keys
+from imagekit.yamlfile import load_yaml
 
 DEFAULT_CONFIG = CHECKOUT / "imagekit.yaml"
 
@@ -151,19 +151,7 @@ class Config(StrictModel):
 def load_config(path: Path | None = None) -> Config:
     """Read and validate a config file; any problem is a one-line UserError."""
     path = (path or DEFAULT_CONFIG).expanduser()
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise UserError(f"{path}: config file not found") from None
-    except OSError as err:
-        raise UserError(f"{path}: cannot read config: {err.strerror}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
-        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-        raise UserError(f"{where}: malformed YAML: {problem}") from None
+    data = load_yaml(path, "config")
     if data is None:
         data = {}
     if not isinstance(data, dict):

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from imagekit.config import Config
 from imagekit.locking import Lock
-from imagekit.manifest import Manifest, builds
+from imagekit.manifest import Manifest, builds, readable
 
 STAGES = ("build", "test", "publish")
 
@@ -62,10 +62,10 @@ def default_test_jobs() -> int:
 
 def resume_point(config: Config, role: str, cloud: str) -> tuple[str | None, int]:
     """(build id to continue, index of the first stage to run) for a role."""
-    found = builds(config.output_dir, role)
+    found = readable(builds(config.output_dir, role))
     if not found:
         return None, 0
-    manifest = Manifest.read(found[-1])
+    _, manifest = found[-1]
     if manifest.status != "built":
         return None, 0
     if any(p.cloud == cloud for p in manifest.publications):

@@ -14,7 +14,6 @@ import uuid
 from pathlib import Path
 
 import openstack.config
-import yaml
 from openstack.exceptions import ConfigException
 
 from imagekit.builders import dib, run_build, run_logged
@@ -26,6 +25,7 @@ from imagekit.instances.qemu import kvm_usable
 from imagekit.manifest import Package, latest_build
 from imagekit.progress import Progress
 from imagekit.roles import CHECKOUT, ELEMENTS_DIR, role_element
+from imagekit.yamlfile import load_yaml
 
 PACKER_DIR = CHECKOUT / "packer"
 PACKER_REQUIREMENTS: tuple[Requirement, ...] = (
@@ -40,7 +40,7 @@ _STEP = re.compile(r"==> qemu\.role: (.+)")
 
 def element_packages(role: str, architecture: str) -> list[str]:
     """The packages of the role element's package-installs.yaml for this architecture."""
-    data = yaml.safe_load((ELEMENTS_DIR / role_element(role) / "package-installs.yaml").read_text())
+    data = load_yaml(ELEMENTS_DIR / role_element(role) / "package-installs.yaml", "element")
     packages = []
     for name, params in (data or {}).items():
         params = params or {}

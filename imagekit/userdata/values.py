@@ -5,7 +5,6 @@ from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from pathlib import Path
 from typing import Annotated, Any
 
-import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -19,6 +18,7 @@ from pydantic import (
 
 from imagekit.errors import UserError
 from imagekit.sshkeys import parse_public_keys
+from imagekit.yamlfile import load_yaml, parse_yaml
 
 Name = Annotated[str, Field(pattern=r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")]
 DomainName = Annotated[
@@ -167,10 +167,7 @@ def parse_set(assignments: list[str]) -> dict[str, Any]:
         key, sep, raw = assignment.partition("=")
         if not sep or not key:
             raise UserError(f"--set {assignment}: expected KEY=VALUE")
-        try:
-            values[key] = yaml.safe_load(raw) if raw else ""
-        except yaml.YAMLError:
-            raise UserError(f"--set {key}: value is not valid YAML") from None
+        values[key] = parse_yaml(raw, f"--set {key}") if raw else ""
     return values
 
 
@@ -178,14 +175,7 @@ def load_values(role: str, files: list[Path], assignments: list[str]) -> Common:
     """Merge --values files (in order) and --set pairs, then validate for the role."""
     data: dict[str, Any] = {}
     for path in files:
-        try:
-            loaded = yaml.safe_load(path.read_text())
-        except OSError as err:
-            raise UserError(f"{path}: cannot read values: {err.strerror}") from None
-        except yaml.YAMLError as err:
-            mark = getattr(err, "problem_mark", None)
-            where = f"{path}:{mark.line + 1}" if mark else str(path)
-            raise UserError(f"{where}: malformed YAML") from None
+        loaded = load_yaml(path, "values")
         if not isinstance(loaded, dict):
             raise UserError(f"{path}: values must be a mapping of variables")
         data.update(loaded)
