@@ -39,6 +39,25 @@ Password = Annotated[SecretStr, AfterValidator(_password)]
 Interface = Annotated[str, Field(pattern=r"^[a-z][a-z0-9]{1,14}$")]
 
 
+_PEM_BLOCK = re.compile(r"-----BEGIN ([A-Z0-9 ]+)-----\n(?:[A-Za-z0-9+/=]+\n)+-----END \1-----")
+
+
+def pem(text: str, kind: str, name: str) -> str:
+    """PEM blocks with their indentation and blank lines removed (haproxy reads them as is).
+
+    A YAML block scalar or a pasted file often indents every line; the template
+    indents the text itself, so the lines must start at column 0 here.
+    """
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    normal = "\n".join(lines) + "\n"
+    blocks = list(_PEM_BLOCK.finditer(normal))
+    if not blocks or "".join(b.group(0) + "\n" for b in blocks) != normal:
+        raise ValueError(f"{name} is not PEM text (-----BEGIN ...----- base64 -----END ...-----)")
+    if not all(b.group(1).endswith(kind) for b in blocks):
+        raise ValueError(f"{name}: expected {kind} blocks only")
+    return normal.rstrip("\n")
+
+
 class Common(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -99,14 +118,22 @@ class Lb(Common):
     )
     tls_key: SecretStr | None = Field(None, description="PEM private key of tls_certificate")
 
+    @field_validator("tls_certificate")
+    @classmethod
+    def _certificate_pem(cls, value: str | None) -> str | None:
+        return None if value is None else pem(value, "CERTIFICATE", "tls_certificate")
+
+    @field_validator("tls_key")
+    @classmethod
+    def _key_pem(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        return SecretStr(pem(value.get_secret_value(), "PRIVATE KEY", "tls_key"))
+
     @model_validator(mode="after")
     def _tls_pair(self) -> "Lb":
         if (self.tls_certificate is None) != (self.tls_key is None):
             raise ValueError("tls_certificate and tls_key go together (or neither: self-signed)")
-        if self.tls_certificate and "BEGIN CERTIFICATE" not in self.tls_certificate:
-            raise ValueError("tls_certificate is not a PEM certificate")
-        if self.tls_key and "PRIVATE KEY" not in self.tls_key.get_secret_value():
-            raise ValueError("tls_key is not a PEM private key")
         return self
 
 
