@@ -313,6 +313,11 @@ def _userdata(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     values = load_values(args.role, args.values, args.assignments)
     text = render_user_data(args.role, values, config.cache_dir)
+    if args.output:
+        write_private(args.output, text)
+    else:
+        sys.stdout.write(text)
+    # After the output: a refused --output stays one line.
     if values.secrets():
         print(
             f"imagekit: warning: this user data holds secrets ({', '.join(values.secrets())}): "
@@ -320,10 +325,6 @@ def _userdata(args: argparse.Namespace) -> int:
             "anyone with API access to the server",
             file=sys.stderr,
         )
-    if args.output:
-        write_private(args.output, text)
-    else:
-        sys.stdout.write(text)
     return 0
 
 
