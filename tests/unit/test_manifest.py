@@ -91,8 +91,11 @@ def test_a_corrupt_build_is_never_latest_and_blocks_nothing(tmp_path: Path) -> N
 
 def _append_tests(build_dir: Path, count: int) -> None:
     for n in range(count):
-        record = SuiteResult(when=f"{os.getpid()}-{n}", passed=True)
-        Manifest.update(build_dir, lambda manifest, r=record: manifest.tests.append(r))
+
+        def add(manifest: Manifest, n: int = n) -> None:
+            manifest.tests.append(SuiteResult(when=f"{os.getpid()}-{n}", passed=True))
+
+        Manifest.update(build_dir, add)
 
 
 def test_concurrent_updates_lose_no_record(tmp_path: Path) -> None:
