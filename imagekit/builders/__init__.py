@@ -100,8 +100,9 @@ def run_logged(
 ) -> None:
     """Run a tool in its own session, its output to the log and to on_line.
 
-    On Ctrl-C/SIGTERM (KeyboardInterrupt here) the tool gets stop_signal so
-    that it cleans up after itself; SIGKILL only after STOP_GRACE_S.
+    On Ctrl-C/SIGTERM/SIGHUP (KeyboardInterrupt here, once: the CLI's handler
+    ignores later signals) the tool gets stop_signal so that it cleans up after
+    itself, and we wait for it; SIGKILL only after STOP_GRACE_S.
     """
     with log.open("ab") as out:
         out.write(f"$ {' '.join(cmd)}\n".encode())
