@@ -5,9 +5,8 @@ on failure, Ctrl-C, SIGTERM and SIGHUP; the pipeline forwards SIGTERM to the
 running ones, once, and waits for them (later signals are ignored meanwhile).
 State lives in the builds' manifests (tests and publications are recorded
 there), so a re-run resumes the newest unfinished build instead of rebuilding
-what passed. Builds run one at a time (they share
-DIB's cache); tests of one role overlap the build of the next where the host
-has room.
+what passed. Builds run one at a time (they share DIB's cache); tests of one
+role overlap the build of the next where the host has room.
 """
 
 import contextlib
