@@ -1,11 +1,13 @@
 """The `imagekit` command: a thin layer over the Python API."""
 
 import argparse
+import contextlib
 import os
 import shlex
 import signal
 import sys
 import time
+import traceback
 from pathlib import Path
 from typing import NoReturn
 
@@ -15,7 +17,9 @@ from imagekit.clouds import connect
 from imagekit.config import DEFAULT_CONFIG, load_config
 from imagekit.devcloud import DevCloud
 from imagekit.errors import ImagekitError, Interrupted, UserError
+from imagekit.files import write_private
 from imagekit.instances import SshAddress
+from imagekit.manifest import check_qcow2
 from imagekit.publishing import publish as publishing
 from imagekit.publishing import rotation, sharing
 from imagekit.roles import ROLES, resolve_roles
@@ -31,10 +35,22 @@ class _Parser(argparse.ArgumentParser):
         raise UserError(f"{message} (see: {self.prog} --help)")
 
 
+def _project(value: str) -> str:
+    # An empty name would be looked up (or stored as a member id) as is.
+    if not value.strip() or value != value.strip():
+        raise argparse.ArgumentTypeError(f"{value!r}: not a project name or id")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="imagekit",
         description="Build golden OpenStack images of the lb, web, dns and db roles.",
+    )
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help="show the traceback of an error (an internal error is one line without it)",
     )
     parser.add_argument(
         "--config",
@@ -141,6 +157,7 @@ def _parser() -> argparse.ArgumentParser:
         "--share",
         action="append",
         default=[],
+        type=_project,
         metavar="PROJECT",
         help="also share with this project (name or id; repeatable)",
     )
@@ -197,9 +214,8 @@ def _parser() -> argparse.ArgumentParser:
     devcloud.add_argument(
         "--as",
         dest="cloud",
-        default="devcloud",
         metavar="CLOUD",
-        help="for env: devcloud, devcloud-alpha, devcloud-beta or devcloud-admin",
+        help="for env: devcloud (default), devcloud-alpha, devcloud-beta or devcloud-admin",
     )
 
     site = commands.add_parser(
@@ -255,8 +271,8 @@ def _build(args: argparse.Namespace) -> int:
     needs = host.BUILD_REQUIREMENTS
     if args.builder == "packer":
         needs += packer.PACKER_REQUIREMENTS
-        if args.base is not None and not args.base.is_file():
-            raise UserError(f"--base {args.base}: no such file")
+        if args.base is not None:
+            check_qcow2(args.base, "--base")
     elif args.base is not None:
         raise UserError("--base goes with --with packer")
     installed = host.ensure_requirements(needs, install=not args.no_install)
@@ -297,6 +313,7 @@ def _test(args: argparse.Namespace) -> int:
         make_instance = verify.openstack_instances(config, args.cloud)
     else:
         make_instance = verify.qemu_instances(config)
+    # A bad --image/--build is exit 2 before any key, seed or VM is made.
     targets = [verify.find_target(config, role, args.image, args.build) for role in roles]
     if not args.cloud:
         host.ensure_requirements(host.TEST_REQUIREMENTS, install=True)
@@ -325,6 +342,8 @@ def _test(args: argparse.Namespace) -> int:
 
 def _userdata(args: argparse.Namespace) -> int:
     model = ROLE_VALUES[args.role]
+    if args.list and (args.values or args.assignments):
+        raise UserError("--list shows the variables; it takes no --values or --set")
     if args.list:
         for name, field in model.model_fields.items():
             default = "(required)" if field.is_required() else f"default: {field.default}"
@@ -333,6 +352,11 @@ def _userdata(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     values = load_values(args.role, args.values, args.assignments)
     text = render_user_data(args.role, values, config.cache_dir)
+    if args.output:
+        write_private(args.output, text)
+    else:
+        sys.stdout.write(text)
+    # After the output: a refused --output stays one line.
     if values.secrets():
         print(
             f"imagekit: warning: this user data holds secrets ({', '.join(values.secrets())}): "
@@ -340,12 +364,6 @@ def _userdata(args: argparse.Namespace) -> int:
             "anyone with API access to the server",
             file=sys.stderr,
         )
-    if args.output:
-        args.output.touch(mode=0o600)
-        args.output.chmod(0o600)
-        args.output.write_text(text)
-    else:
-        sys.stdout.write(text)
     return 0
 
 
@@ -383,6 +401,8 @@ def _pipeline(args: argparse.Namespace) -> int:
 
 
 def _devcloud(args: argparse.Namespace) -> int:
+    if args.cloud is not None and args.action != "env":
+        raise UserError(f"--as goes with 'devcloud env', not 'devcloud {args.action}'")
     local = DevCloud()
     if args.action == "up":
         started = time.monotonic()
@@ -392,7 +412,7 @@ def _devcloud(args: argparse.Namespace) -> int:
     elif args.action == "down":
         local.down()
     else:
-        for name, value in local.env(args.cloud).items():
+        for name, value in local.env(args.cloud or "devcloud").items():
             print(f"export {name}={shlex.quote(value)}")
     return 0
 
@@ -494,15 +514,46 @@ def _site(args: argparse.Namespace) -> int:
     return 0
 
 
-def _terminate(signum: int, frame: object) -> NoReturn:
-    # SIGTERM unwinds like Ctrl-C, so every cleanup path runs.
-    raise KeyboardInterrupt
+# A dropped SSH session (SIGHUP) stops imagekit as Ctrl-C and SIGTERM do.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+class _OrderlyStop:
+    """The one signal handler: the first stop signal unwinds, later ones are ignored.
+
+    The first raises KeyboardInterrupt, so every clean-up path runs (children get
+    their own stop signal and their grace period). A second or third signal must
+    not interrupt that clean-up and orphan a child halfway through its own: it is
+    noted, said once, and otherwise ignored.
+    """
+
+    def __init__(self) -> None:
+        self.stopping = False
+        self.told = False
+
+    def __call__(self, signum: int, frame: object) -> None:
+        if not self.stopping:
+            self.stopping = True
+            raise KeyboardInterrupt
+        if not self.told:
+            self.told = True
+            _say("imagekit: still cleaning up")
+
+
+def _say(line: str) -> None:
+    # After a hang-up stderr may be gone; that must not turn a clean stop into a crash.
+    with contextlib.suppress(OSError):
+        print(line, file=sys.stderr, flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
-    signal.signal(signal.SIGTERM, _terminate)
+    handler = _OrderlyStop()
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, handler)
+    debug = False
     try:
         args = _parser().parse_args(argv)
+        debug = args.debug
         handlers = {
             "build": _build,
             "test": _test,
@@ -515,11 +566,19 @@ def main(argv: list[str] | None = None) -> int:
             "doctor": _doctor,
             "site": _site,
         }
-        handler = handlers[args.command]
-        return handler(args)
+        return handlers[args.command](args)
     except ImagekitError as err:
-        print(f"imagekit: error: {err}", file=sys.stderr)
+        if debug:
+            traceback.print_exc()
+        _say(f"imagekit: error: {err}")
         return err.exit_status
     except KeyboardInterrupt:
-        print("imagekit: interrupted", file=sys.stderr)
+        _say("imagekit: interrupted")
         return 130
+    except Exception as err:
+        if debug:
+            traceback.print_exc()
+            return 1
+        problem = " ".join(f"{type(err).__name__}: {err}".split())
+        _say(f"imagekit: internal error: {problem} (re-run with --debug for the traceback)")
+        return 1

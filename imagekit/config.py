@@ -4,8 +4,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -16,9 +16,10 @@ from pydantic import (
 )
 
 from imagekit.errors import UserError
-from imagekit.mirrors import host_debian_mirrors
+from imagekit.mirrors import check_image_mirror, check_mirror, host_debian_mirrors
 from imagekit.roles import CHECKOUT
 from imagekit.sshkeys import KEY_TYPES, PublicKey, parse_public_keys
+from imagekit.yamlfile import load_yaml
 
 DEFAULT_CONFIG = CHECKOUT / "imagekit.yaml"
 
@@ -57,11 +58,18 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
 
 
-class Mirrors(StrictModel):
-    """Debian archive and security mirrors; unset means "what the host uses"."""
+MirrorUrl = Annotated[str, AfterValidator(check_mirror)]
+ImageMirrorUrl = Annotated[str, AfterValidator(check_image_mirror)]
 
-    main: str | None = Field(default=None, pattern=r"^(https?|file)://\S+$")
-    security: str | None = Field(default=None, pattern=r"^(https?|file)://\S+$")
+
+class Mirrors(StrictModel):
+    """Where builds fetch packages (unset: what the host uses), and what images keep."""
+
+    main: MirrorUrl | None = None
+    security: MirrorUrl | None = None
+    # The image's own /etc/apt/sources.list: never the build's (maybe private) mirrors.
+    image_main: ImageMirrorUrl = "http://deb.debian.org/debian"
+    image_security: ImageMirrorUrl = "http://security.debian.org/debian-security"
 
 
 class RoleSettings(StrictModel):
@@ -81,7 +89,7 @@ class PublishSettings(StrictModel):
     """How builds reach Glance and who they are shared with."""
 
     name_format: str = Field(default="imagekit-{role}-{build_id}", pattern=r"\{build_id\}")
-    members: list[str] = []
+    members: list[Annotated[str, Field(pattern=r"^\S(.*\S)?$")]] = []
     identity_cloud: str | None = None
     keep: int = Field(default=3, ge=1)
     delete_after_days: int = Field(default=30, ge=1)
@@ -151,19 +159,7 @@ class Config(StrictModel):
 def load_config(path: Path | None = None) -> Config:
     """Read and validate a config file; any problem is a one-line UserError."""
     path = (path or DEFAULT_CONFIG).expanduser()
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise UserError(f"{path}: config file not found") from None
-    except OSError as err:
-        raise UserError(f"{path}: cannot read config: {err.strerror}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
-        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-        raise UserError(f"{where}: malformed YAML: {problem}") from None
+    data = load_yaml(path, "config")
     if data is None:
         data = {}
     if not isinstance(data, dict):

@@ -30,6 +30,7 @@ from openstack.exceptions import SDKException
 from openstack.identity.v3._proxy import Proxy as IdentityProxy
 
 from imagekit.errors import ImagekitError, UserError
+from imagekit.files import write_private
 from imagekit.locking import Lock
 
 DEFAULT_STATE_DIR = Path(__file__).resolve().parent.parent / "build" / "devcloud"
@@ -424,9 +425,7 @@ def _line(error: Exception) -> str:
 
 def _write_private(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.touch(mode=0o600)
-    path.chmod(0o600)
-    path.write_text(text)
+    write_private(path, text)
 
 
 def _copy_entries(source: Path, destination: Path) -> None:

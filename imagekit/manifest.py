@@ -1,17 +1,26 @@
 """The JSON manifest beside each built image, and finding builds on disk."""
 
+import fcntl
 import hashlib
 import json
+import os
+import re
 import subprocess
+import tempfile
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
+from imagekit.errors import UserError
 from imagekit.roles import CHECKOUT
 
 MANIFEST = "manifest.json"
+# What new_build_id makes: a build id never holds a path character.
+BUILD_ID = re.compile(r"\d{8}T\d{6}Z(-\d+)?")
+QCOW2_MAGIC = b"QFI\xfb"
 
 
 class Source(BaseModel):
@@ -103,13 +112,41 @@ class Manifest(BaseModel):
         return bool(self.site_tests) and self.site_tests[-1].passed
 
     def write(self, build_dir: Path) -> None:
-        tmp = build_dir / (MANIFEST + ".tmp")
-        tmp.write_text(self.model_dump_json(indent=2) + "\n")
-        tmp.replace(build_dir / MANIFEST)
+        """Replace the manifest at once (temp file + rename): readers never see half of it.
+
+        Only a new build writes its first manifest this way; every later change goes
+        through `update`, so that concurrent writers never drop each other's records.
+        """
+        fd, tmp = tempfile.mkstemp(prefix=f".{MANIFEST}.", dir=build_dir)
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(self.model_dump_json(indent=2) + "\n")
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, build_dir / MANIFEST)
+        except BaseException:
+            os.unlink(tmp)
+            raise
 
     @classmethod
     def read(cls, build_dir: Path) -> "Manifest":
-        return cls.model_validate_json((build_dir / MANIFEST).read_text())
+        """The build's manifest; a corrupt one is a one-line UserError naming the file."""
+        path = build_dir / MANIFEST
+        try:
+            return cls.model_validate_json(path.read_bytes())
+        except OSError as err:
+            raise UserError(f"{path}: cannot read manifest: {err.strerror}") from None
+        except ValidationError as err:
+            raise UserError(f"{path}: corrupt manifest ({err.errors()[0]['msg']})") from None
+
+    @classmethod
+    def update(cls, build_dir: Path, change: Callable[["Manifest"], None]) -> "Manifest":
+        """Read-modify-write under a lock beside the manifest: concurrent updates all land."""
+        with (build_dir / (MANIFEST + ".lock")).open("a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+            manifest = cls.read(build_dir)
+            change(manifest)
+            manifest.write(build_dir)
+            return manifest
 
 
 def utc_now() -> str:
@@ -171,6 +208,29 @@ def read_dpkg_manifest(path: Path) -> list[Package]:
     ]
 
 
+def check_build_id(build_id: str) -> str:
+    """A build id from the command line: never a path (`../lb/ID`, `/tmp/x`)."""
+    if not BUILD_ID.fullmatch(build_id):
+        raise UserError(f"--build {build_id!r}: not a build id (like 20260101T020000Z)")
+    return build_id
+
+
+def check_qcow2(path: Path, option: str) -> Path:
+    """An image given on the command line exists and is a qcow2 (its magic number)."""
+    try:
+        with path.open("rb") as f:
+            magic = f.read(4)
+    except FileNotFoundError:
+        raise UserError(f"{option} {path}: no such file") from None
+    except IsADirectoryError:
+        raise UserError(f"{option} {path}: is a directory, not a qcow2 image") from None
+    except OSError as err:
+        raise UserError(f"{option} {path}: cannot read: {err.strerror}") from None
+    if magic != QCOW2_MAGIC:
+        raise UserError(f"{option} {path}: not a qcow2 image")
+    return path
+
+
 def builds(output_dir: Path, role: str) -> list[Path]:
     """Build directories of a role, oldest first."""
     role_dir = output_dir / role
@@ -179,10 +239,21 @@ def builds(output_dir: Path, role: str) -> list[Path]:
     return sorted(p for p in role_dir.iterdir() if (p / MANIFEST).is_file())
 
 
+def readable(build_dirs: list[Path]) -> list[tuple[Path, Manifest]]:
+    """(build dir, manifest) of each build whose manifest reads; a corrupt one blocks nothing."""
+    found = []
+    for build_dir in build_dirs:
+        try:
+            found.append((build_dir, Manifest.read(build_dir)))
+        except UserError:
+            continue
+    return found
+
+
 def latest_build(output_dir: Path, role: str, tested: bool = False) -> Path | None:
-    """The newest build of a role that finished with an image (and passed its suite)."""
-    for build_dir in reversed(builds(output_dir, role)):
-        manifest = Manifest.read(build_dir)
+    """The newest build of a role that finished with an image (and passed its suite);
+    never a corrupt one."""
+    for build_dir, manifest in reversed(readable(builds(output_dir, role))):
         if manifest.status == "built" and (manifest.tested or not tested):
             return build_dir
     return None

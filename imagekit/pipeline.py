@@ -1,12 +1,12 @@
 """`imagekit pipeline`: build -> test -> publish (share, rotate) for every role; the nightly job.
 
 Each stage runs as its own `imagekit` command, so each keeps its own clean-up
-on failure, Ctrl-C and SIGTERM; the pipeline forwards SIGTERM to the running
-ones and waits for them. State lives in the builds' manifests (tests and
-publications are recorded there), so a re-run resumes the newest unfinished
-build instead of rebuilding what passed. Builds run one at a time (they share
-DIB's cache); tests of one role overlap the build of the next where the host
-has room.
+on failure, Ctrl-C, SIGTERM and SIGHUP; the pipeline forwards SIGTERM to the
+running ones, once, and waits for them (later signals are ignored meanwhile).
+State lives in the builds' manifests (tests and publications are recorded
+there), so a re-run resumes the newest unfinished build instead of rebuilding
+what passed. Builds run one at a time (they share DIB's cache); tests of one
+role overlap the build of the next where the host has room.
 """
 
 import contextlib
@@ -23,7 +23,7 @@ from pathlib import Path
 
 from imagekit.config import Config
 from imagekit.locking import Lock
-from imagekit.manifest import Manifest, builds
+from imagekit.manifest import Manifest, builds, readable
 
 STAGES = ("build", "test", "publish")
 
@@ -62,10 +62,10 @@ def default_test_jobs() -> int:
 
 def resume_point(config: Config, role: str, cloud: str) -> tuple[str | None, int]:
     """(build id to continue, index of the first stage to run) for a role."""
-    found = builds(config.output_dir, role)
+    found = readable(builds(config.output_dir, role))
     if not found:
         return None, 0
-    manifest = Manifest.read(found[-1])
+    _, manifest = found[-1]
     if manifest.status != "built":
         return None, 0
     if any(p.cloud == cloud for p in manifest.publications):

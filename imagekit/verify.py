@@ -18,7 +18,14 @@ from imagekit.errors import UserError
 from imagekit.instances import Instance, SshAddress, throwaway
 from imagekit.instances.openstack import OpenStackInstance, ServerSettings
 from imagekit.instances.qemu import QemuInstance
-from imagekit.manifest import Manifest, SuiteResult, latest_build, utc_now
+from imagekit.manifest import (
+    Manifest,
+    SuiteResult,
+    check_build_id,
+    check_qcow2,
+    latest_build,
+    utc_now,
+)
 from imagekit.roles import CHECKOUT
 from imagekit.userdata import load_values, render_user_data
 from imagekit.userdata.render import template_context
@@ -46,11 +53,9 @@ class Target:
 
 def find_target(config: Config, role: str, image: Path | None, build_id: str | None) -> Target:
     if image is not None:
-        if not image.is_file():
-            raise UserError(f"--image {image}: no such file")
-        return Target(role, image.resolve(), None)
+        return Target(role, check_qcow2(image, "--image").resolve(), None)
     if build_id is not None:
-        build_dir = config.output_dir / role / build_id
+        build_dir = config.output_dir / role / check_build_id(build_id)
         if not (build_dir / "manifest.json").is_file():
             raise UserError(
                 f"--build {build_id}: no build of '{role}' in {config.output_dir / role}"
@@ -207,7 +212,5 @@ def test_image(
     record.total_s = round(time.monotonic() - started, 1)
     record.timings = dict(getattr(instance, "timings", {}))
     if target.build_dir is not None:
-        manifest = Manifest.read(target.build_dir)
-        manifest.tests.append(record)
-        manifest.write(target.build_dir)
+        Manifest.update(target.build_dir, lambda manifest: manifest.tests.append(record))
     return record

@@ -13,6 +13,12 @@ export DIB_IMAGEKIT_ADMIN_USER=${DIB_IMAGEKIT_ADMIN_USER:-admin}
 # The build VM's cloud-init must be finished before we change the system.
 cloud-init status --wait || true
 
+# Install from the build mirrors; the image gets its own apt sources at the end.
+if [ -n "${IMAGEKIT_BUILD_APT_MAIN:-}" ]; then
+    DIB_IMAGEKIT_APT_MAIN=$IMAGEKIT_BUILD_APT_MAIN \
+        DIB_IMAGEKIT_APT_SECURITY=$IMAGEKIT_BUILD_APT_SECURITY \
+        "$base/finalise.d/90-imagekit-apt-sources"
+fi
 apt-get update
 # shellcheck disable=SC2086 # a list of package names
 apt-get install -y --no-install-recommends ${IMAGEKIT_PACKAGES}
@@ -35,6 +41,7 @@ rm -f "$home/.bash_history"
 dpkg-query -W -f='${db:Status-Abbrev}\t${Package}\t${Version}\t${Architecture}\n' \
     | awk -F'\t' '$1 ~ /^ii/ {print $2 "\t" $3 "\t" $4}' > /tmp/imagekit-packages.tsv
 
+"$base/finalise.d/90-imagekit-apt-sources"
 "$base/finalise.d/95-imagekit-cleanup"
 # What DIB's own finalise.d/99-clear-machine-id does for DIB builds.
 echo uninitialized > /etc/machine-id

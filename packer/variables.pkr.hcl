@@ -21,6 +21,29 @@ variable "admin_user" {
   default = "admin"
 }
 
+# Mirrors are URLs checked by imagekit (no quotes or shell characters).
+variable "build_apt_main" {
+  type        = string
+  default     = ""
+  description = "apt mirror while provisioning (empty: the source image's own sources)"
+}
+
+variable "build_apt_security" {
+  type    = string
+  default = ""
+}
+
+variable "image_apt_main" {
+  type        = string
+  default     = "http://deb.debian.org/debian"
+  description = "the image's apt sources after the build (never the build mirrors)"
+}
+
+variable "image_apt_security" {
+  type    = string
+  default = "http://security.debian.org/debian-security"
+}
+
 variable "ssh_private_key_file" {
   type        = string
   default     = ""

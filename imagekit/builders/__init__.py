@@ -79,9 +79,15 @@ def run_build(
         finally:
             manifest.finished = utc_now()
             manifest.duration_s = round(time.monotonic() - started, 1)
-            manifest.write(build_dir)
+            Manifest.update(build_dir, lambda current: _finish(current, manifest))
         progress.finish(f"built {build_dir} in {manifest.duration_s:.0f}s")
         return build_dir
+
+
+def _finish(current: Manifest, built: Manifest) -> None:
+    """The build's outcome onto the manifest as it is now on disk."""
+    for name in ("status", "error", "image", "packages", "finished", "duration_s"):
+        setattr(current, name, getattr(built, name))
 
 
 def run_logged(
@@ -94,8 +100,9 @@ def run_logged(
 ) -> None:
     """Run a tool in its own session, its output to the log and to on_line.
 
-    On Ctrl-C/SIGTERM (KeyboardInterrupt here) the tool gets stop_signal so
-    that it cleans up after itself; SIGKILL only after STOP_GRACE_S.
+    On Ctrl-C/SIGTERM/SIGHUP (KeyboardInterrupt here, once: the CLI's handler
+    ignores later signals) the tool gets stop_signal so that it cleans up after
+    itself, and we wait for it; SIGKILL only after STOP_GRACE_S.
     """
     with log.open("ab") as out:
         out.write(f"$ {' '.join(cmd)}\n".encode())

@@ -45,6 +45,8 @@ def environment(config: Config, tmp_dir: Path) -> dict[str, str]:
         "DIB_DEBIAN_USE_DEBOOTSTRAP_CACHE": "1",
         "DIB_CLOUD_INIT_DATASOURCES": CLOUD_INIT_DATASOURCES,
         "DIB_APT_MINIMAL_CREATE_INTERFACES": "0",
+        "DIB_IMAGEKIT_APT_MAIN": config.mirrors.image_main,
+        "DIB_IMAGEKIT_APT_SECURITY": config.mirrors.image_security,
         "DIB_IMAGEKIT_ADMIN_USER": config.admin_user,
         "DIB_IMAGEKIT_AUTHORIZED_KEYS": "\n".join(key.line for key in config.public_keys),
     }

@@ -14,7 +14,6 @@ import uuid
 from pathlib import Path
 
 import openstack.config
-import yaml
 from openstack.exceptions import ConfigException
 
 from imagekit.builders import dib, run_build, run_logged
@@ -26,6 +25,7 @@ from imagekit.instances.qemu import kvm_usable
 from imagekit.manifest import Package, latest_build
 from imagekit.progress import Progress
 from imagekit.roles import CHECKOUT, ELEMENTS_DIR, role_element
+from imagekit.yamlfile import load_yaml
 
 PACKER_DIR = CHECKOUT / "packer"
 PACKER_REQUIREMENTS: tuple[Requirement, ...] = (
@@ -40,7 +40,7 @@ _STEP = re.compile(r"==> qemu\.role: (.+)")
 
 def element_packages(role: str, architecture: str) -> list[str]:
     """The packages of the role element's package-installs.yaml for this architecture."""
-    data = yaml.safe_load((ELEMENTS_DIR / role_element(role) / "package-installs.yaml").read_text())
+    data = load_yaml(ELEMENTS_DIR / role_element(role) / "package-installs.yaml", "element")
     packages = []
     for name, params in (data or {}).items():
         params = params or {}
@@ -73,11 +73,17 @@ def variables(
     config: Config, role: str, base: Path, work: Path, key_file: Path
 ) -> dict[str, object]:
     """What imagekit hands to Packer's qemu source (a -var-file)."""
+    build_main, build_security = config.resolved_mirrors()
     return {
         "role": role,
         "elements_dir": str(ELEMENTS_DIR),
         "packages": _packages(config, role),
         "admin_user": config.admin_user,
+        # The build VM installs from the build mirrors (as DIB does); the image keeps its own.
+        "build_apt_main": build_main,
+        "build_apt_security": build_security,
+        "image_apt_main": config.mirrors.image_main,
+        "image_apt_security": config.mirrors.image_security,
         "ssh_private_key_file": str(key_file),
         "base_image": str(base),
         "seed_dir": str(work / "seed"),
@@ -118,6 +124,8 @@ def openstack_variables(config: Config, role: str, source_image: str) -> dict[st
         "elements_dir": str(ELEMENTS_DIR),
         "packages": _packages(config, role),
         "admin_user": config.admin_user,
+        "image_apt_main": config.mirrors.image_main,
+        "image_apt_security": config.mirrors.image_security,
         "source_image_name": source_image,
         "flavor": config.openstack.flavor,
         "networks": [config.openstack.network],

@@ -2,7 +2,8 @@
 
 Every backend has the same small interface (start, ssh address, stop) and is
 used through `throwaway()`, which always stops it: on errors, Ctrl-C,
-SIGTERM (the CLI turns it into KeyboardInterrupt) and timeouts.
+SIGTERM and SIGHUP (the CLI turns the first into KeyboardInterrupt and
+ignores later ones, so a stop is never cut short) and timeouts.
 """
 
 from collections.abc import Iterator

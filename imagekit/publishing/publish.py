@@ -11,7 +11,15 @@ from openstack.connection import Connection
 from imagekit.clouds import connect, glance
 from imagekit.config import Config
 from imagekit.errors import UserError
-from imagekit.manifest import Manifest, Publication, builds, utc_now
+from imagekit.manifest import (
+    MANIFEST,
+    Manifest,
+    Publication,
+    builds,
+    check_build_id,
+    readable,
+    utc_now,
+)
 from imagekit.publishing.attributes import TOOL_TAG, image_attributes, image_name
 from imagekit.publishing.rotation import RotationPlan, rotate
 from imagekit.publishing.sharing import resolve_projects, share
@@ -33,16 +41,21 @@ class PublishResult:
 
 def find_publishable(config: Config, role: str, build_id: str | None, force: bool) -> Path:
     """The build to publish: the given one, or the newest that passed its tests."""
-    candidates = [b for b in builds(config.output_dir, role) if Manifest.read(b).status == "built"]
     if build_id is not None:
-        candidates = [b for b in candidates if b.name == build_id]
-        if not candidates:
+        build_dir = config.output_dir / role / check_build_id(build_id)
+        manifest = Manifest.read(build_dir) if (build_dir / MANIFEST).is_file() else None
+        if manifest is None or manifest.status != "built":
             raise UserError(f"--build {build_id}: no finished build of '{role}'")
-    if not candidates:
-        raise UserError(f"no finished build of '{role}'; run: imagekit build {role}")
+        candidates = [(build_dir, manifest)]
+    else:
+        candidates = [
+            (b, m) for b, m in readable(builds(config.output_dir, role)) if m.status == "built"
+        ]
+        if not candidates:
+            raise UserError(f"no finished build of '{role}'; run: imagekit build {role}")
     if force:
-        return candidates[-1]
-    tested = [b for b in candidates if Manifest.read(b).tested]
+        return candidates[-1][0]
+    tested = [b for b, m in candidates if m.tested]
     if not tested:
         raise UserError(
             f"no tested build of '{role}' (run: imagekit test {role}); --force publishes anyway"
@@ -109,10 +122,8 @@ def publish(
         conn, role, result.image_id, config.publish.keep, config.publish.delete_after_days, dry_run
     )
     if result.uploaded:
-        manifest.publications.append(
-            Publication(
-                cloud=cloud, image_id=result.image_id, name=name, when=utc_now(), forced=forced
-            )
+        publication = Publication(
+            cloud=cloud, image_id=result.image_id, name=name, when=utc_now(), forced=forced
         )
-        manifest.write(build_dir)
+        Manifest.update(build_dir, lambda manifest: manifest.publications.append(publication))
     return result

@@ -13,7 +13,6 @@ from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from pathlib import Path
 from typing import Annotated, Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from imagekit.errors import UserError
@@ -26,6 +25,7 @@ from imagekit.userdata.values import (
     validate_values,
     validation_problem,
 )
+from imagekit.yamlfile import load_yaml
 
 DEFAULT_SITE = CHECKOUT / "site.yaml"
 
@@ -214,14 +214,7 @@ class Site(BaseModel):
 
 def load_site(path: Path) -> Site:
     """Read and validate a site description; any problem is one line naming the file."""
-    try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as err:
-        raise UserError(f"{path}: cannot read the site description: {err.strerror}") from None
-    except (yaml.YAMLError, UnicodeDecodeError) as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise UserError(f"{where}: malformed YAML") from None
+    data = load_yaml(path, "site description")
     if not isinstance(data, dict):
         raise UserError(f"{path}: the site description must be a mapping")
     try:

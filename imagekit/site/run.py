@@ -15,7 +15,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -26,6 +25,7 @@ from pathlib import Path
 
 from imagekit.config import Config
 from imagekit.errors import ImagekitError, UserError
+from imagekit.files import write_private
 from imagekit.instances.access import make_key_pair
 from imagekit.instances.qemu import Nic, QemuInstance
 from imagekit.manifest import Manifest, SiteTestRecord, latest_build, utc_now
@@ -341,9 +341,7 @@ class SiteRun:
             },
         )
         for build_dir in sorted(set(self.builds.values())):
-            manifest = Manifest.read(build_dir)
-            manifest.site_tests.append(record)
-            manifest.write(build_dir)
+            Manifest.update(build_dir, lambda manifest: manifest.site_tests.append(record))
         (self.reports / "summary.json").write_text(record.model_dump_json(indent=2) + "\n")
         return SiteResult(
             record,
@@ -500,11 +498,7 @@ def write_user_data(config: Config, site: Site, output: Path) -> list[Path]:
     for instance in site.instances:
         text = render_user_data(instance.role, site.role_values(instance), config.cache_dir)
         target = output / f"{instance.name}.yaml"
-        # A new file renamed into place: never writes through a symlink, never world-readable.
-        fd, tmp = tempfile.mkstemp(dir=output, prefix=f".{instance.name}.")
-        with os.fdopen(fd, "w") as file:
-            file.write(text)
-        os.replace(tmp, target)
+        write_private(target, text)
         written.append(target)
     return written
 

@@ -5,7 +5,6 @@ from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from pathlib import Path
 from typing import Annotated, Any
 
-import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -19,6 +18,7 @@ from pydantic import (
 
 from imagekit.errors import UserError
 from imagekit.sshkeys import parse_public_keys
+from imagekit.yamlfile import load_yaml, parse_yaml
 
 Name = Annotated[str, Field(pattern=r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")]
 DomainName = Annotated[
@@ -37,6 +37,25 @@ def _password(value: SecretStr) -> SecretStr:
 
 Password = Annotated[SecretStr, AfterValidator(_password)]
 Interface = Annotated[str, Field(pattern=r"^[a-z][a-z0-9]{1,14}$")]
+
+
+_PEM_BLOCK = re.compile(r"-----BEGIN ([A-Z0-9 ]+)-----\n(?:[A-Za-z0-9+/=]+\n)+-----END \1-----")
+
+
+def pem(text: str, kind: str, name: str) -> str:
+    """PEM blocks with their indentation and blank lines removed (haproxy reads them as is).
+
+    A YAML block scalar or a pasted file often indents every line; the template
+    indents the text itself, so the lines must start at column 0 here.
+    """
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    normal = "\n".join(lines) + "\n"
+    blocks = list(_PEM_BLOCK.finditer(normal))
+    if not blocks or "".join(b.group(0) + "\n" for b in blocks) != normal:
+        raise ValueError(f"{name} is not PEM text (-----BEGIN ...----- base64 -----END ...-----)")
+    if not all(b.group(1).endswith(kind) for b in blocks):
+        raise ValueError(f"{name}: expected {kind} blocks only")
+    return normal.rstrip("\n")
 
 
 class Common(BaseModel):
@@ -99,14 +118,22 @@ class Lb(Common):
     )
     tls_key: SecretStr | None = Field(None, description="PEM private key of tls_certificate")
 
+    @field_validator("tls_certificate")
+    @classmethod
+    def _certificate_pem(cls, value: str | None) -> str | None:
+        return None if value is None else pem(value, "CERTIFICATE", "tls_certificate")
+
+    @field_validator("tls_key")
+    @classmethod
+    def _key_pem(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        return SecretStr(pem(value.get_secret_value(), "PRIVATE KEY", "tls_key"))
+
     @model_validator(mode="after")
     def _tls_pair(self) -> "Lb":
         if (self.tls_certificate is None) != (self.tls_key is None):
             raise ValueError("tls_certificate and tls_key go together (or neither: self-signed)")
-        if self.tls_certificate and "BEGIN CERTIFICATE" not in self.tls_certificate:
-            raise ValueError("tls_certificate is not a PEM certificate")
-        if self.tls_key and "PRIVATE KEY" not in self.tls_key.get_secret_value():
-            raise ValueError("tls_key is not a PEM private key")
         return self
 
 
@@ -167,10 +194,7 @@ def parse_set(assignments: list[str]) -> dict[str, Any]:
         key, sep, raw = assignment.partition("=")
         if not sep or not key:
             raise UserError(f"--set {assignment}: expected KEY=VALUE")
-        try:
-            values[key] = yaml.safe_load(raw) if raw else ""
-        except yaml.YAMLError:
-            raise UserError(f"--set {key}: value is not valid YAML") from None
+        values[key] = parse_yaml(raw, f"--set {key}") if raw else ""
     return values
 
 
@@ -178,14 +202,7 @@ def load_values(role: str, files: list[Path], assignments: list[str]) -> Common:
     """Merge --values files (in order) and --set pairs, then validate for the role."""
     data: dict[str, Any] = {}
     for path in files:
-        try:
-            loaded = yaml.safe_load(path.read_text())
-        except OSError as err:
-            raise UserError(f"{path}: cannot read values: {err.strerror}") from None
-        except yaml.YAMLError as err:
-            mark = getattr(err, "problem_mark", None)
-            where = f"{path}:{mark.line + 1}" if mark else str(path)
-            raise UserError(f"{where}: malformed YAML") from None
+        loaded = load_yaml(path, "values")
         if not isinstance(loaded, dict):
             raise UserError(f"{path}: values must be a mapping of variables")
         data.update(loaded)

@@ -55,3 +55,15 @@ def mounted_root(image: Path, work: Path) -> Iterator[Path]:
             subprocess.run(["umount", str(mnt)], check=True)
     finally:
         raw.unlink()
+
+
+def apt_source_uris(root: Path) -> set[str]:
+    """The URIs of every "deb" line of a mounted image's one-line apt sources."""
+    files = [root / "etc/apt/sources.list", *(root / "etc/apt/sources.list.d").glob("*.list")]
+    return {
+        line.split()[1]
+        for path in files
+        if path.is_file()
+        for line in path.read_text().splitlines()
+        if line.startswith("deb ")
+    }

@@ -11,7 +11,7 @@ import pytest
 from imagekit.config import Config
 from imagekit.manifest import Manifest
 from imagekit.roles import CHECKOUT, ROLES
-from tests.functional.imagefs import mbr_partitions, mounted_root, read_head
+from tests.functional.imagefs import apt_source_uris, mbr_partitions, mounted_root, read_head
 
 
 def test_manifest_matches_the_image(web_build: Path, tmp_path: Path) -> None:
@@ -91,3 +91,9 @@ def test_image_holds_keys_but_no_secrets_or_instance_state(
         assert "NoCloud, ConfigDrive, OpenStack, None" in datasources
         assert "name: admin" in (root / "etc/cloud/cloud.cfg.d/80-imagekit.cfg").read_text()
         assert not list((root / "usr/share/man").iterdir()), "no man pages"
+        assert not (root / "root/.ssh/authorized_keys").exists()
+        # The image's apt sources, not the build mirrors (maybe file:// or private).
+        assert apt_source_uris(root) == {
+            config.mirrors.image_main,
+            config.mirrors.image_security,
+        }

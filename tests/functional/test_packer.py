@@ -11,7 +11,7 @@ from imagekit.builders import packer
 from imagekit.config import Config, OpenStackSettings
 from imagekit.devcloud import DevCloud
 from imagekit.manifest import Manifest
-from tests.functional.imagefs import mounted_root
+from tests.functional.imagefs import apt_source_uris, mounted_root
 
 
 def test_web_built_with_packer_passes_the_web_suite(config: Config, tmp_path: Path) -> None:
@@ -29,6 +29,11 @@ def test_web_built_with_packer_passes_the_web_suite(config: Config, tmp_path: Pa
         assert not list((root / "etc/ssh").glob("ssh_host_*"))
         assert (root / "etc/machine-id").read_text() == "uninitialized\n"
         assert not (root / "var/lib/cloud/instances").exists()
+        assert not (root / "root/.ssh/authorized_keys").exists(), "the build VM's key for root"
+        assert apt_source_uris(root) == {
+            config.mirrors.image_main,
+            config.mirrors.image_security,
+        }
 
     target = verify.Target("web", build_dir / "web.qcow2", build_dir)
     result = verify.test_image(config, target, verify.qemu_instances(config, "ft"))

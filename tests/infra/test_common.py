@@ -29,6 +29,20 @@ def test_baked_admin_keys_are_authorized(host: Host, expected: dict[str, Any]) -
     assert _key_ids("\n".join(expected["authorized_keys"])) <= _key_ids(keys.content_string)
 
 
+def test_root_keeps_no_key_from_the_build(host: Host, expected: dict[str, Any]) -> None:
+    """The image ships no root authorized_keys; cloud-init may add this boot's keys for
+    root, behind a forced command that refuses the login, and nothing else."""
+    with host.sudo():
+        keys = host.file("/root/.ssh/authorized_keys")
+        text = keys.content_string if keys.exists else ""
+    lines = [line for line in text.splitlines() if line.strip() and not line.startswith("#")]
+    assert not [line for line in lines if "imagekit-packer-build" in line], "Packer's build key"
+    assert not _key_ids(text) & _key_ids("\n".join(expected["authorized_keys"])), "baked keys"
+    # Each line starts with options (a plain key line starts with its type) incl. command=.
+    usable = [line for line in lines if line.startswith(("ssh-", "ecdsa-", "sk-"))]
+    assert usable == [] and all('command="' in line for line in lines), "a usable root key"
+
+
 def test_sshd_refuses_passwords_and_root(host: Host) -> None:
     with host.sudo():
         config = host.check_output("sshd -T -C user=root,host=localhost,addr=127.0.0.1")

@@ -1,6 +1,8 @@
 """Element assembly: DIB house style, and the disk-image-create call a build makes."""
 
 import os
+import shutil
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
@@ -73,3 +75,43 @@ def test_disk_image_create_call(write_config: Callable[[str], Path], tmp_path: P
     assert env["ELEMENTS_PATH"] == str(ELEMENTS_DIR)
     assert env["DIB_IMAGE_CACHE"] == str(config.cache_dir / "dib")
     assert env["TMPDIR"] == str(tmp_path / "tmp")
+    # The image keeps the public archive as its apt sources, not the build mirrors.
+    assert env["DIB_IMAGEKIT_APT_MAIN"] == "http://deb.debian.org/debian"
+    assert env["DIB_IMAGEKIT_APT_SECURITY"] == "http://security.debian.org/debian-security"
+
+
+def test_image_apt_sources_replace_the_build_mirrors(tmp_path: Path) -> None:
+    """The finalise script, run for real on a private copy of /etc/apt (a mount namespace)."""
+    if os.geteuid() != 0 or not shutil.which("unshare"):
+        pytest.skip("needs root and unshare")
+    etc_apt = tmp_path / "apt"
+    (etc_apt / "sources.list.d").mkdir(parents=True)
+    (etc_apt / "sources.list.d" / "default.list").write_text("deb file:///srv/m bookworm main\n")
+    (etc_apt / "sources.list.d" / "vendor.list").write_text("deb http://v.test/apt stable main\n")
+    script = ELEMENTS_DIR / "imagekit-base" / "finalise.d" / "90-imagekit-apt-sources"
+    env = {
+        "PATH": os.environ["PATH"],
+        "DIB_RELEASE": "bookworm",
+        "DIB_IMAGEKIT_APT_MAIN": "http://deb.debian.org/debian",
+        "DIB_IMAGEKIT_APT_SECURITY": "https://sec.test/debian-security",
+    }
+    subprocess.run(
+        [
+            "unshare",
+            "--mount",
+            "sh",
+            "-c",
+            'mount --bind "$0" /etc/apt && exec "$1"',
+            etc_apt,
+            script,
+        ],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    assert (etc_apt / "sources.list").read_text() == (
+        "deb http://deb.debian.org/debian bookworm main\n"
+        "deb http://deb.debian.org/debian bookworm-updates main\n"
+        "deb https://sec.test/debian-security bookworm-security main\n"
+    )
+    assert sorted(p.name for p in (etc_apt / "sources.list.d").iterdir()) == ["vendor.list"]

@@ -1,5 +1,8 @@
 from pathlib import Path
 
+import pytest
+
+from imagekit.errors import UserError
 from imagekit.mirrors import host_debian_mirrors
 
 DEB822 = """\
@@ -54,3 +57,15 @@ def test_not_found_on_other_hosts(tmp_path: Path) -> None:
     apt, os_release = _host(tmp_path, codename="noble")
     (apt / "sources.list.d" / "debian.sources").write_text(DEB822)
     assert host_debian_mirrors(apt, os_release) == (None, None)
+
+
+@pytest.mark.parametrize(
+    "uri", ["http://m.example/debian;reboot", "http://m.example/$(id)", "cdrom:[Debian]/"]
+)
+def test_host_mirror_with_shell_characters_is_refused(tmp_path: Path, uri: str) -> None:
+    apt, os_release = _host(tmp_path)
+    (apt / "sources.list").write_text(f"deb {uri} bookworm main\n")
+    with pytest.raises(UserError) as refused:
+        host_debian_mirrors(apt, os_release)
+    assert str(refused.value).startswith(f"{apt / 'sources.list'}: mirror ")
+    assert "\n" not in str(refused.value)

@@ -35,6 +35,15 @@ def test_qemu_variables(write_config: WriteConfig, tmp_path: Path) -> None:
     assert variables["output_directory"] == str(tmp_path / "output")
     assert variables["accelerator"] in ("kvm", "tcg")
     assert variables["admin_user"] == "admin"
+    # The build VM installs from the build mirrors; the image keeps the public archive.
+    assert (variables["build_apt_main"], variables["build_apt_security"]) == (
+        config.resolved_mirrors()
+    )
+    assert variables["image_apt_main"] == "http://deb.debian.org/debian"
+    assert variables["image_apt_security"] == "http://security.debian.org/debian-security"
+    declared = (packer.PACKER_DIR / "variables.pkr.hcl").read_text()
+    for name in variables:
+        assert f'variable "{name}"' in declared, name
 
 
 def test_openstack_variables(write_config: WriteConfig) -> None:

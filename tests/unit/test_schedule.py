@@ -5,6 +5,7 @@ import shlex
 
 import yaml
 
+from imagekit.builders import STOP_GRACE_S
 from imagekit.cli import _parser
 from imagekit.roles import CHECKOUT
 
@@ -23,6 +24,11 @@ def test_systemd_units() -> None:
     args = _parser().parse_args(_imagekit_args(service["Service"]["ExecStart"]))
     assert args.command == "pipeline"
     assert service["Service"]["Type"] == "oneshot"
+    # imagekit stops its own children in order; systemd must not SIGTERM them all at once,
+    # nor SIGKILL the lot before a build's stop grace period is over.
+    assert service["Service"]["KillMode"] == "mixed"
+    assert service["Service"]["KillSignal"] == "SIGTERM"
+    assert int(service["Service"]["TimeoutStopSec"]) >= STOP_GRACE_S + 60
     timer = configparser.ConfigParser()
     timer.read(SCHEDULE / "imagekit-nightly.timer")
     assert timer["Timer"]["OnCalendar"] and timer["Install"]["WantedBy"] == "timers.target"

@@ -144,7 +144,7 @@ def test_malformed_and_missing_files(tmp_path: Path) -> None:
     (tmp_path / "bad.yaml").write_text("instances: [\n")
     with pytest.raises(UserError, match=r"bad\.yaml:.*malformed YAML"):
         load_site(tmp_path / "bad.yaml")
-    with pytest.raises(UserError, match="cannot read the site description"):
+    with pytest.raises(UserError, match="site description file not found"):
         load_site(tmp_path / "missing.yaml")
 
 

@@ -1,5 +1,6 @@
 """User data: values validated, templates strict, output checked against cloud-init's schema."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -46,15 +47,25 @@ def test_secrets_are_written_private() -> None:
     assert "example-only" not in repr(values), "secrets never show in reprs or logs"
 
 
-def test_given_tls_pair_is_used_and_private(tmp_path: Path) -> None:
-    cert = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----"
-    key = "-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----"
-    values = load_values(
-        "lb", [EXAMPLES / "lb.yaml"], [f"tls_certificate={cert!r}", f"tls_key={key!r}"]
+CERT = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----"
+KEY = "-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----"
+
+
+@pytest.mark.parametrize("indent", ["", "    "])
+def test_given_tls_pair_is_used_and_private(tmp_path: Path, indent: str) -> None:
+    """An indented paste (a YAML block, a copied file) still renders a valid pem."""
+    values_file = tmp_path / "tls.yaml"
+    values_file.write_text(
+        "tls_certificate: |\n"
+        + "".join(f"  {indent}{line}\n" for line in CERT.splitlines())
+        + f"tls_key: {json.dumps(KEY.replace(chr(10), chr(10) + indent))}\n"
     )
+    values = load_values("lb", [EXAMPLES / "lb.yaml", values_file], [])
     data = yaml.safe_load(render_user_data("lb", values, CACHE))
     pem = next(f for f in data["write_files"] if f["path"] == "/etc/haproxy/certs/site.pem")
-    assert pem["permissions"] == "0600" and "BEGIN PRIVATE KEY" in pem["content"]
+    assert pem["permissions"] == "0600"
+    # What haproxy reads: the certificate then the key, each line from column 0.
+    assert pem["content"].strip() == f"{CERT}\n{KEY}"
     assert not any("openssl" in str(step) for step in data["runcmd"]), "no self-signed one"
 
 
@@ -68,7 +79,9 @@ def test_given_tls_pair_is_used_and_private(tmp_path: Path) -> None:
         ("dns", ["records={ns1: 10.12.0.999}"], "records.ns1"),
         ("db", ["db_password=short"], "db_password: at least 12 characters"),
         ("db", ["db_password=it's-a-quote-inside"], "db_password"),
-        ("lb", ["tls_key=x"], "tls_certificate and tls_key go together"),
+        ("lb", [f"tls_key={json.dumps(KEY)}"], "tls_certificate and tls_key go together"),
+        ("lb", ["tls_key=x", f"tls_certificate={json.dumps(CERT)}"], "tls_key is not PEM"),
+        ("lb", [f"tls_key={json.dumps(CERT)}", f"tls_certificate={json.dumps(CERT)}"], "tls_key"),
         ("lb", ["novalue"], "expected KEY=VALUE"),
     ],
 )
