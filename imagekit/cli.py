@@ -488,11 +488,11 @@ def _doctor(args: argparse.Namespace) -> int:
 
 
 def _site(args: argparse.Namespace) -> int:
-    config = load_config(args.config)
     if args.action == "down":
-        for namespace in site_run.down_all(config):
+        for namespace in site_run.down_all():
             print(f"removed {namespace}")
         return 0
+    config = load_config(args.config)
     path = args.site or DEFAULT_SITE
     described = load_site(path)
     if args.action == "userdata":

@@ -36,13 +36,17 @@ from imagekit.userdata import render_user_data
 
 SUITE_DIR = CHECKOUT / "tests" / "site"
 STATE = "state.json"
+SITES_DIR = Path("/run/imagekit/sites")
 
 
-def sites_dir(config: Config) -> Path:
-    """Where each run keeps its key, SSH config and state (0700: the key is there)."""
-    path = config.cache_dir / "sites"
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    return path
+def sites_dir() -> Path:
+    """Where each run keeps its key, SSH config and state (0700: the key is there).
+
+    Runtime state, like the namespaces it names: gone after a reboot, and a short
+    path, so that SSH's control sockets fit in it.
+    """
+    SITES_DIR.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return SITES_DIR
 
 
 def choose_builds(config: Config, site: Site, chosen: dict[str, str]) -> dict[str, Path]:
@@ -125,7 +129,7 @@ class SiteRun:
         self.boot_timeout = boot_timeout
         self.say = say
         self.run_id = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:4]
-        self.workdir = sites_dir(config) / self.run_id
+        self.workdir = sites_dir() / self.run_id
         self.reports = config.output_dir / "site" / self.run_id
         self.network = network.SiteNetwork(
             uuid.uuid4().hex[:8], self.site.public_network, self.site.outside
@@ -207,6 +211,10 @@ class SiteRun:
             # Guests under TCG are slow: a cheaper key exchange, and time for it.
             "  KexAlgorithms curve25519-sha256,curve25519-sha256@libssh.org",
             "  ConnectTimeout 30",
+            # One connection per instance, reused by every check.
+            "  ControlMaster auto",
+            f"  ControlPath {self.workdir}/cm-%C",
+            "  ControlPersist 120",
             "  ServerAliveInterval 5",
             "  ServerAliveCountMax 3",
         ]
@@ -430,13 +438,13 @@ def _kill(pid: int) -> None:
         pass
 
 
-def down_all(config: Config, only_dead: bool = False) -> list[str]:
+def down_all(only_dead: bool = False) -> list[str]:
     """Remove kept sites (and leftovers of runs that died); returns what was removed.
 
     With only_dead, only runs whose owner is gone and that were not kept.
     """
     removed = []
-    for workdir in sorted(sites_dir(config).iterdir()):
+    for workdir in sorted(sites_dir().iterdir()):
         try:
             state = json.loads((workdir / STATE).read_text())
         except (OSError, ValueError):
@@ -469,7 +477,7 @@ def site_test(
     say: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True),
 ) -> SiteResult:
     """Boot the site, run its suite, record the result; remove it all unless kept."""
-    for leftover in down_all(config, only_dead=True):
+    for leftover in down_all(only_dead=True):
         say(f"[site] removed {leftover}, left by a run that died")
     run = SiteRun(config, site, site_file, builds, identity, say=say)
     started = time.monotonic()

@@ -33,7 +33,7 @@ def nothing_left(config: Config) -> None:
     assert network.namespaces() == [], "a site namespace was left behind"
     running = subprocess.run(["pgrep", "-af", "qemu-system"], capture_output=True, text=True)
     assert "imagekit-site" not in running.stdout and "/lb1-" not in running.stdout
-    assert list(sites_dir(config).iterdir()) == [], "a site run directory was left behind"
+    assert list(sites_dir().iterdir()) == [], "a site run directory was left behind"
 
 
 def test_the_example_site_works_end_to_end(built: Built, config: Config, key_pair: Path) -> None:
@@ -90,7 +90,7 @@ def test_an_interrupt_during_boot_leaves_nothing(built: Built, config: Config) -
     # Wait until every instance is booting, then Ctrl-C.
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
-        states = list(sites_dir(config).glob("*/state.json"))
+        states = list(sites_dir().glob("*/state.json"))
         if states and len(json.loads(states[0].read_text())["qemu"]) == 5:
             break
         time.sleep(0.5)
