@@ -186,15 +186,24 @@ def _parser() -> argparse.ArgumentParser:
 
     nightly = commands.add_parser(
         "pipeline",
-        help="build, test, publish, share and rotate every role (the nightly job)",
-        description="For each ROLE (default: all): build, test in a throwaway VM, publish "
-        "only what passed, share with the configured members, rotate old images. A failing "
-        "role does not stop the others; a re-run resumes unfinished builds. Exit status 0 "
-        "only if every role made it.",
+        help="build, test, site-test, publish, share and rotate every role (the nightly job)",
+        description="For each ROLE (default: all): build, test in a throwaway VM, then test "
+        "the whole site with the builds that passed, publish only what passed the site test, "
+        "share with the configured members, rotate old images. A failing role does not stop "
+        "the others; a re-run resumes unfinished builds. Exit status 0 only if every role "
+        "made it.",
     )
     nightly.add_argument("roles", nargs="*", metavar="ROLE", help=f"{', '.join(ROLES)} or all")
     cloud_option(nightly)
     nightly.add_argument("--dry-run", action="store_true", help="print the plan only")
+    nightly.add_argument(
+        "--site",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help=f"the site the tested builds must pass before they are published "
+        f"(default: {DEFAULT_SITE})",
+    )
     nightly.add_argument(
         "--test-jobs",
         type=int,
@@ -387,7 +396,9 @@ def _pipeline(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     if args.test_jobs < 1:
         raise UserError("--test-jobs must be at least 1")
-    run = pipeline.Pipeline(config, roles, _cloud(args), args.test_jobs)
+    site = args.site or DEFAULT_SITE
+    load_site(site)  # a bad site description is exit 2 before the first build
+    run = pipeline.Pipeline(config, roles, _cloud(args), args.test_jobs, site)
     if args.dry_run:
         print(pipeline.dry_run(run))
         return 0

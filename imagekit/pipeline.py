@@ -1,4 +1,4 @@
-"""`imagekit pipeline`: build -> test -> publish (share, rotate) for every role; the nightly job.
+"""`imagekit pipeline`: build -> test -> site test -> publish (share, rotate); the nightly job.
 
 Each stage runs as its own `imagekit` command, so each keeps its own clean-up
 on failure, Ctrl-C, SIGTERM and SIGHUP; the pipeline forwards SIGTERM to the
@@ -6,7 +6,10 @@ running ones, once, and waits for them (later signals are ignored meanwhile).
 State lives in the builds' manifests (tests and publications are recorded
 there), so a re-run resumes the newest unfinished build instead of rebuilding
 what passed. Builds run one at a time (they share DIB's cache); tests of one
-role overlap the build of the next where the host has room.
+role overlap the build of the next where the host has room. When every role
+has passed (or failed) its own suite, one site test boots the whole site from
+this run's tested builds (and the newest tested build of any other role); only
+builds that took part in a passing site test are published.
 """
 
 import contextlib
@@ -25,7 +28,9 @@ from imagekit.config import Config
 from imagekit.locking import Lock
 from imagekit.manifest import Manifest, builds, readable
 
-STAGES = ("build", "test", "publish")
+STAGES = ("build", "test", "site", "publish")
+# Each role on its own before the site test, and after it.
+BEFORE_SITE, AFTER_SITE = ("build", "test"), ("publish",)
 
 
 @dataclass
@@ -70,14 +75,19 @@ def resume_point(config: Config, role: str, cloud: str) -> tuple[str | None, int
         return None, 0
     if any(p.cloud == cloud for p in manifest.publications):
         return None, 0  # finished: tonight gets a new build
-    return manifest.build_id, (2 if manifest.tested else 1)
+    if manifest.tested and manifest.site_tested:
+        return manifest.build_id, STAGES.index("publish")
+    return manifest.build_id, STAGES.index("site" if manifest.tested else "test")
 
 
 class Pipeline:
-    def __init__(self, config: Config, roles: list[str], cloud: str, test_jobs: int) -> None:
+    def __init__(
+        self, config: Config, roles: list[str], cloud: str, test_jobs: int, site_file: Path
+    ) -> None:
         self.config = config
         self.roles = roles
         self.cloud = cloud
+        self.site_file = site_file
         self.run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         self.logs = config.output_dir / "pipeline" / self.run_id
         self.build_slot = threading.Semaphore(1)
@@ -100,35 +110,73 @@ class Pipeline:
         ):
             self.logs.mkdir(parents=True, exist_ok=True)
             runs = [RoleRun(role) for role in self.roles]
-            threads = [
-                threading.Thread(target=self._role, args=(run, build_id, todo), daemon=True)
-                for run, (_, build_id, todo) in zip(runs, self.plan(), strict=True)
-            ]
-            for thread in threads:
-                thread.start()
+            todos = {}
+            for run, (_, build_id, todo) in zip(runs, self.plan(), strict=True):
+                run.build_id, todos[run.role] = build_id, todo
             try:
-                for thread in threads:
-                    while thread.is_alive():
-                        thread.join(0.5)
-            except KeyboardInterrupt:
-                self._stop_all()
-                for thread in threads:
-                    thread.join()
-                raise
+                self._each_role(runs, todos, BEFORE_SITE)
+                self._site(runs, todos)
+                self._each_role(runs, todos, AFTER_SITE)
             finally:
                 self._write_summary(runs)
             return runs
 
-    def _role(self, run: RoleRun, build_id: str | None, todo: list[str]) -> None:
-        run.build_id = build_id
+    def _each_role(
+        self, runs: list[RoleRun], todos: dict[str, list[str]], names: tuple[str, ...]
+    ) -> None:
+        """These stages of every role, the roles side by side."""
+        threads = [
+            threading.Thread(target=self._role, args=(run, todos[run.role], names), daemon=True)
+            for run in runs
+        ]
+        for thread in threads:
+            thread.start()
+        try:
+            for thread in threads:
+                while thread.is_alive():
+                    thread.join(0.5)
+        except KeyboardInterrupt:
+            self._stop_all()
+            for thread in threads:
+                thread.join()
+            raise
+
+    def _role(self, run: RoleRun, todo: list[str], names: tuple[str, ...]) -> None:
         for stage in run.stages:
-            if stage.name not in todo:
-                stage.result = "skipped"
-                continue
-            if self.stopping.is_set() or not run.passed_so_far(stage):
-                stage.result = "not run"
-                continue
-            self._stage(run, stage)
+            if stage.name in names and self._should_run(run, stage, todo):
+                self._stage(run, stage)
+
+    def _should_run(self, run: RoleRun, stage: Stage, todo: list[str]) -> bool:
+        """Marks the stage skipped (done before) or not run; True if it is to run."""
+        if stage.name not in todo:
+            stage.result = "skipped"
+        elif self.stopping.is_set() or not run.passed_so_far(stage):
+            stage.result = "not run"
+        else:
+            return True
+        return False
+
+    def _site(self, runs: list[RoleRun], todos: dict[str, list[str]]) -> None:
+        """One site test for every role that reached it; other roles' newest tested builds."""
+        taking_part = [
+            run
+            for run in runs
+            if self._should_run(run, run.stages[STAGES.index("site")], todos[run.role])
+        ]
+        if not taking_part:
+            return
+        args = ["--config", str(self.config.source), "site", "test", "--site", str(self.site_file)]
+        args += [f"--build={run.role}={run.build_id}" for run in taking_part]
+        log = self.logs / "site-test.log"
+        self._say(f"[site] test started: {', '.join(r.role for r in taking_part)} of this run")
+        started = time.monotonic()
+        returncode, _ = self._imagekit(args, log)
+        seconds = round(time.monotonic() - started, 1)
+        result = "passed" if returncode == 0 else "failed"
+        for run in taking_part:
+            stage = run.stages[STAGES.index("site")]
+            stage.result, stage.seconds, stage.log = result, seconds, str(log)
+        self._say(f"[site] test {result} in {seconds:.0f}s (log: {log})")
 
     def _stage(self, run: RoleRun, stage: Stage) -> None:
         args = ["--config", str(self.config.source), stage.name, run.role]
@@ -215,6 +263,7 @@ def dry_run(pipeline: Pipeline) -> str:
     for role, build_id, todo in pipeline.plan():
         start = f"resume build {build_id}" if build_id else "new build"
         lines.append(f"{role}: {start}; stages: {', '.join(todo) or 'none (published)'}")
+    lines.append(f"site test: {pipeline.site_file}, with the other roles' newest tested builds")
     lines.append(
         f"publish to '{pipeline.cloud}', share with {members}; rotate: keep the newest "
         f"{config.publish.keep} visible, hide older, delete those over "

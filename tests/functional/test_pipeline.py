@@ -21,6 +21,7 @@ from imagekit.locking import Lock
 from imagekit.manifest import Manifest, builds, latest_build
 from imagekit.publishing import sharing
 from imagekit.roles import ROLES
+from tests.functional.test_site import SITE_CHECKS, nothing_left
 
 pytestmark = pytest.mark.usefixtures("clouds_yaml")
 
@@ -44,6 +45,11 @@ def summary(output_dir: Path) -> dict[str, Any]:
 
 
 def test_all_roles_built_tested_published_and_shared(config: Config, devcloud: DevCloud) -> None:
+    def built_now(role: str) -> Path:
+        found = latest_build(config.output_dir, role)
+        assert found is not None
+        return found
+
     config_path = config.source.with_name("pipeline.yaml")
     config_path.write_text(
         config.source.read_text() + "publish: {identity_cloud: devcloud-admin, members: [alpha]}\n"
@@ -52,6 +58,15 @@ def test_all_roles_built_tested_published_and_shared(config: Config, devcloud: D
     assert result.returncode == 0, result.stdout + result.stderr[-4000:]
     for role in ROLES:
         assert f"[{role}] build passed" in result.stderr
+    # The whole example site was booted from this run's builds and passed, before any upload.
+    assert "[site] test passed" in result.stderr
+    assert result.stderr.index("[site] test passed") < result.stderr.index("publish started")
+    site_runs = {Manifest.read(b).site_tests[-1].run_id for b in map(built_now, ROLES)}
+    assert len(site_runs) == 1
+    record = Manifest.read(built_now("web")).site_tests[-1]
+    assert record.passed and record.tests == SITE_CHECKS and record.failures == 0
+    assert set(record.instances) == {"lb1", "web1", "web2", "dns1", "db1"}
+    nothing_left()
     data = summary(config.output_dir)
     assert [r["role"] for r in data["roles"]] == list(ROLES)
     assert all(r["passed"] for r in data["roles"])
@@ -88,19 +103,21 @@ def test_resume_after_a_failed_stage(config: Config) -> None:
     assert failed.returncode == 1
     assert "[db] publish failed" in failed.stderr
     stages = {s["name"]: s["result"] for s in summary(config.output_dir)["roles"][0]["stages"]}
-    assert stages == {"build": "skipped", "test": "skipped", "publish": "failed"}
+    assert stages == {"build": "skipped", "test": "skipped", "site": "skipped", "publish": "failed"}
 
     resumed = pipeline(config.source, "db", "--cloud", "devcloud-admin", timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     stages = {s["name"]: s["result"] for s in summary(config.output_dir)["roles"][0]["stages"]}
-    assert stages == {"build": "skipped", "test": "skipped", "publish": "passed"}
+    assert stages == {"build": "skipped", "test": "skipped", "site": "skipped", "publish": "passed"}
     assert {r: [b.name for b in builds(config.output_dir, r)] for r in ROLES} == before
 
 
 def test_a_role_failing_its_suite_is_not_published(
     config: Config, make_config: Callable[..., Path], devcloud: DevCloud
 ) -> None:
-    """dns's suite fails (a required package is missing); web is still published."""
+    """dns's suite fails (a required package is missing). web passes its own, but the site
+    cannot be tested without a tested dns build (there is none in this output directory),
+    so web is not published either: only a passing site test publishes."""
     path = make_config("roles:\n  dns:\n    packages: [no-such-package-in-image]\n")
     for role in ("web", "dns"):
         source = latest_build(config.output_dir, role)
@@ -118,8 +135,18 @@ def test_a_role_failing_its_suite_is_not_published(
         r["role"]: {s["name"]: s["result"] for s in r["stages"]}
         for r in summary(output_dir)["roles"]
     }
-    assert roles["dns"] == {"build": "skipped", "test": "failed", "publish": "not run"}
-    assert roles["web"]["publish"] == "passed"
+    assert roles["dns"] == {
+        "build": "skipped", "test": "failed", "site": "not run", "publish": "not run"
+    }  # fmt: skip
+    assert roles["web"] == {
+        "build": "skipped", "test": "passed", "site": "failed", "publish": "not run"
+    }  # fmt: skip
+    assert (
+        "no tested build of 'dns'"
+        in (output_dir / "pipeline")
+        .joinpath(summary(output_dir)["run_id"], "site-test.log")
+        .read_text()
+    )
     dns = Manifest.read(builds(output_dir, "dns")[-1])
     assert dns.publications == [] and not dns.tested
 
