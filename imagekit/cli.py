@@ -515,7 +515,7 @@ def _site(args: argparse.Namespace) -> int:
     if args.identity is not None and not args.identity.is_file():
         raise UserError(f"--identity {args.identity}: no such file")
     builds = site_run.choose_builds(config, described, site_run.parse_builds(args.builds))
-    host.ensure_requirements(host.TEST_REQUIREMENTS, install=True)
+    host.ensure_requirements(host.SITE_REQUIREMENTS, install=True)
     result = site_run.site_test(config, described, path, builds, args.keep, args.identity)
     print(site_run.summary(result))
     if args.keep:

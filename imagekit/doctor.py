@@ -10,7 +10,8 @@ from imagekit.config import load_config
 from imagekit.errors import ImagekitError
 from imagekit.instances.qemu import kvm_usable
 
-ALL_REQUIREMENTS = host.BUILD_REQUIREMENTS + host.TEST_REQUIREMENTS + PACKER_REQUIREMENTS
+# SITE_REQUIREMENTS holds TEST_REQUIREMENTS: every tool is listed once.
+ALL_REQUIREMENTS = host.BUILD_REQUIREMENTS + host.SITE_REQUIREMENTS + PACKER_REQUIREMENTS
 
 
 @dataclass(frozen=True)

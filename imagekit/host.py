@@ -42,6 +42,12 @@ TEST_REQUIREMENTS: tuple[Requirement, ...] = (
     Requirement("ssh-keygen", "openssh-client", "checks keys in the test suite"),
 )
 
+SITE_REQUIREMENTS: tuple[Requirement, ...] = (
+    *TEST_REQUIREMENTS,
+    Requirement("ip", "iproute2", "makes the site's network namespace, bridges and taps"),
+    Requirement("ssh", "openssh-client", "reaches the site's instances through the lb"),
+)
+
 
 def which(command: str) -> str | None:
     path = os.environ.get("PATH", "") + ":" + SYSTEM_PATH
