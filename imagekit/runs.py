@@ -135,6 +135,18 @@ def is_alive(cache_dir: Path, run: str) -> bool:
         return True
 
 
+def dead_runs(cache_dir: Path) -> list[str]:
+    """Ids of runs that died without cleaning up (what `imagekit cleanup` would handle)."""
+    runs_dir = cache_dir.resolve() / RUNS
+    if not runs_dir.is_dir():
+        return []
+    return [
+        p.name
+        for p in sorted(runs_dir.iterdir())
+        if p.is_dir() and (p / OWNER_LOCK).is_file() and not is_alive(cache_dir, p.name)
+    ]
+
+
 # (cloud, run id, kinds) -> what it deleted; raises ImagekitError when it cannot.
 CloudCleaner = Callable[[str, str, list[str]], list[str]]
 
