@@ -36,16 +36,20 @@ def connect(cloud: str, authenticate: bool = False) -> Connection:
 
 def describe(err: BaseException) -> str:
     """One line for an error from a cloud: what kind, and its first line."""
-    status = getattr(err, "status_code", None) or getattr(err, "http_status", None)
-    kind = {401: "refused the credentials", 403: "forbidden"}.get(status or 0, "")
-    if isinstance(err, ks_exceptions.Unauthorized):
-        kind = "refused the credentials"
-    elif isinstance(err, ks_exceptions.ConnectionError):
-        kind = "unreachable"
-    elif status and status >= 500:
-        kind = f"server error {status}"
     first = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
-    return f"{kind}: {first}" if kind else first
+    # The SDK re-raises keystoneauth's errors as its own: the kind is in the chain.
+    chain = [e for e in (err, err.__cause__, err.__context__) if e is not None]
+    for cause in chain:
+        status = getattr(cause, "status_code", None) or getattr(cause, "http_status", None)
+        if isinstance(cause, ks_exceptions.Unauthorized) or status == 401:
+            return f"refused the credentials: {first}"
+        if status == 403:
+            return f"forbidden: {first}"
+        if isinstance(cause, ks_exceptions.ConnectionError):
+            return f"unreachable: {first}"
+        if status and status >= 500:
+            return f"server error {status}: {first}"
+    return first
 
 
 @contextmanager
