@@ -1,5 +1,6 @@
 """Connections to clouds from clouds.yaml (openstacksdk conventions: OS_CLOUD, search path)."""
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -14,6 +15,8 @@ from openstack.image.v2._proxy import Proxy as GlanceV2
 from imagekit.errors import ImagekitError, UserError
 
 TOOL_TAG = "imagekit"
+# keystoneauth warns on stderr before failing; the failure itself says what matters.
+logging.getLogger("keystoneauth").setLevel(logging.ERROR)
 # What the SDK and keystoneauth raise (after their own retries) for a cloud's failure.
 CLOUD_ERRORS = (ks_exceptions.ClientException, os_exceptions.SDKException)
 
