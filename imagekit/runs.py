@@ -15,6 +15,7 @@ stops and removes what dead runs left, and marks builds they left in
 "building" as failed.
 """
 
+import atexit
 import contextlib
 import ctypes
 import json
@@ -92,6 +93,8 @@ def start(cache_dir: Path) -> Run:
     lock.__enter__()
     if _current is not None:
         _current.end()
+    else:
+        atexit.register(end)
     _current = Run(run_id, directory, lock)
     return _current
 
