@@ -446,11 +446,11 @@ def _pipeline(args: argparse.Namespace) -> int:
         raise UserError("--test-jobs must be at least 1")
     cloud = _cloud(args)
     _preflight(config, cloud)
-    _begin(config, cloud)
     run = pipeline.Pipeline(config, roles, cloud, args.test_jobs)
     if args.dry_run:
         print(pipeline.dry_run(run))
         return 0
+    _begin(config, cloud)
     results = run.run()
     print(pipeline.table(results))
     print(f"summary: {config.output_dir / 'pipeline' / (run.run_id + '.json')}")
@@ -489,7 +489,8 @@ def _publish(args: argparse.Namespace) -> int:
         raise UserError("--build takes exactly one role")
     config = load_config(args.config)
     cloud = _cloud(args)
-    _begin(config, cloud)
+    if not args.dry_run:  # a dry run changes nothing, leftovers included
+        _begin(config, cloud)
     for role in roles:
         with cloud_errors(cloud, f"publishing '{role}'"):
             result = publishing.publish(
@@ -555,7 +556,8 @@ def _cleanup(args: argparse.Namespace) -> int:
         print(line)
     if not done:
         print("nothing left behind by earlier runs")
-    return 1 if any("not cleaned up" in line for line in done) else 0
+    # What is still there could not be removed (a cloud unreachable): not done yet.
+    return 1 if runs.dead_runs(config.cache_dir) else 0
 
 
 def _doctor(args: argparse.Namespace) -> int:
