@@ -1,5 +1,6 @@
 """The pipeline's plan and pre-flight checks (no builds here)."""
 
+import argparse
 import os
 import subprocess
 import sys
@@ -8,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from imagekit import cli
 from imagekit.config import load_config
+from imagekit.devcloud import DevCloud
 from imagekit.manifest import ImageFile, Manifest, Publication, Source, SuiteResult
 from imagekit.pipeline import resume_point
 
@@ -104,3 +107,18 @@ def test_no_cloud_is_an_error_never_the_dev_cloud(write_config: WriteConfig, com
     assert result.returncode == 2
     (line,) = result.stderr.strip().splitlines()
     assert "no cloud: give --cloud NAME or set OS_CLOUD" in line
+
+
+def test_the_dev_cloud_is_found_when_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--cloud devcloud` works without `eval $(imagekit devcloud env)`; nothing else does."""
+    local = DevCloud(tmp_path / "devcloud")
+    local.clouds_yaml.parent.mkdir()
+    local.clouds_yaml.write_text("clouds:\n  devcloud:\n    auth: {auth_url: 'http://x/v3'}\n")
+    monkeypatch.setattr(cli, "DevCloud", lambda: local)
+    monkeypatch.delenv("OS_CLIENT_CONFIG_FILE", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no user clouds.yaml that names it
+    monkeypatch.chdir(tmp_path)
+    assert cli._cloud(argparse.Namespace(cloud="prod")) == "prod"
+    assert "OS_CLIENT_CONFIG_FILE" not in os.environ, "only a dev cloud's name finds it"
+    assert cli._cloud(argparse.Namespace(cloud="devcloud")) == "devcloud"
+    assert os.environ["OS_CLIENT_CONFIG_FILE"] == str(local.clouds_yaml)
