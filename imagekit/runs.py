@@ -63,12 +63,6 @@ class Run:
             used[cloud].append(kind)
             _write(self.directory / CLOUDS, json.dumps(used))
 
-    def forget_cloud(self, cloud: str) -> None:
-        """What we made there is gone, or is meant to stay (--keep)."""
-        used = self.clouds()
-        if used.pop(cloud, None) is not None:
-            _write(self.directory / CLOUDS, json.dumps(used))
-
     def clouds(self) -> dict[str, list[str]]:
         return _clouds(self.directory)
 
@@ -108,10 +102,6 @@ def end() -> None:
     if _current is not None:
         _current.end()
         _current = None
-
-
-def run_id() -> str | None:
-    return _current.id if _current else None
 
 
 def die_with_parent(signum: signal.Signals) -> Callable[[], None]:
