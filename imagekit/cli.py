@@ -301,7 +301,6 @@ def _build(args: argparse.Namespace) -> int:
     roles = resolve_roles(args.roles)
     config = load_config(args.config)
     config.resolved_mirrors()  # a config problem is exit 2 before anything installs
-    _begin(config)
     needs = host.BUILD_REQUIREMENTS
     if args.builder == "packer":
         needs += packer.PACKER_REQUIREMENTS
@@ -309,6 +308,7 @@ def _build(args: argparse.Namespace) -> int:
             check_qcow2(args.base, "--base")
     elif args.base is not None:
         raise UserError("--base goes with --with packer")
+    _begin(config)
     installed = host.ensure_requirements(needs, install=not args.no_install)
     if installed:
         print(f"installed host packages: {' '.join(installed)}", file=sys.stderr)
@@ -489,6 +489,8 @@ def _publish(args: argparse.Namespace) -> int:
         raise UserError("--build takes exactly one role")
     config = load_config(args.config)
     cloud = _cloud(args)
+    for role in roles:  # bad input is exit 2 before anything is made or removed
+        publishing.find_publishable(config, role, args.build, args.force)
     if not args.dry_run:  # a dry run changes nothing, leftovers included
         _begin(config, cloud)
     for role in roles:

@@ -94,8 +94,11 @@ def instance_user_data(config: Config, role: str) -> str:
 def qemu_instances(
     config: Config, prefix: str = "imagekit-test", keep: bool = False
 ) -> InstanceFactory:
-    """The default backend: a local qemu VM per target, its console log beside the report."""
-    runs.start(config.cache_dir)  # where the VM is recorded, so that it never leaks
+    """The default backend: a local qemu VM per target, its console log beside the report.
+
+    Unless kept, the VM dies with us and is recorded in our run (if one was
+    started: imagekit.runs), so that the next command removes it if we die.
+    """
 
     def make(target: Target, console: Path) -> Instance:
         return QemuInstance(
@@ -123,21 +126,22 @@ def openstack_instances(config: Config, cloud: str, keep: bool = False) -> Insta
         raise UserError(f"{config.source}: openstack: section missing (needed by --cloud)")
     conn = connect(cloud, authenticate=True)
     settings = ServerSettings(**config.openstack.model_dump())
-    run = runs.start(config.cache_dir)
-    if not keep:  # tagged with our run id: the next command deletes them if we die
-        run.note_cloud(cloud, "servers")
 
     def make(target: Target, console: Path) -> Instance:
         if target.build_dir is None:
             raise UserError("--image is a local file: with --cloud, test a build (--build ID)")
+        # Tagged with our run's id: the next command deletes what we leave if we die.
+        run = runs.current()
+        if run is not None and not keep:
+            run.note_cloud(cloud, "servers")
         return OpenStackInstance(
             conn,
             published_image(config, cloud, target.build_dir),
             config.admin_user,
-            f"imagekit-test-{target.role}-{run.id}",
+            f"imagekit-test-{target.role}" + (f"-{run.id}" if run else ""),
             settings,
             instance_user_data(config, target.role),
-            run_id=run.id,
+            run_id=run.id if run else None,
         )
 
     return make

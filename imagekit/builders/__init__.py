@@ -110,7 +110,7 @@ def run_logged(
     log: Path,
     on_line: Callable[[str], None],
     stop_signal: signal.Signals,
-    owned: tuple[str, Path],
+    owned: tuple[str, Path] | None = None,
     cwd: Path | None = None,
 ) -> None:
     """Run a tool in its own session, its output to the log and to on_line.
@@ -120,9 +120,9 @@ def run_logged(
     itself, and we wait for it; SIGKILL only after STOP_GRACE_S. If we die
     without cleaning up, it gets stop_signal from the kernel, and the run
     records (marker in its command line, its work dir) let the next imagekit
-    command stop it and remove what it left.
+    command stop it and remove what it left: owned is (a string only its command
+    line holds, its work dir).
     """
-    marker, work_dir = owned
     with log.open("ab") as out:
         out.write(f"$ {' '.join(cmd)}\n".encode())
         out.flush()
@@ -135,9 +135,9 @@ def run_logged(
             start_new_session=True,
             preexec_fn=runs.die_with_parent(stop_signal),
         )
-        run = runs.current()
-        if run is not None:
-            run.note_process(proc.pid, marker, [work_dir])
+        run = runs.current() if owned else None
+        if run is not None and owned is not None:
+            run.note_process(proc.pid, owned[0], [owned[1]])
         assert proc.stdout is not None
         try:
             for line in proc.stdout:

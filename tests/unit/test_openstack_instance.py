@@ -147,6 +147,7 @@ def config(
     build_dir.mkdir(parents=True)
     built = _manifest().model_copy(update={"build_id": BUILD_ID})
     built.write(build_dir)
+    runs.start(config.cache_dir)  # as the CLI does: resources are tagged with its id
     yield config
     runs.end()
 
