@@ -4,6 +4,7 @@ import argparse
 import contextlib
 import os
 import shlex
+import shutil
 import signal
 import sys
 import time
@@ -11,10 +12,13 @@ import traceback
 from pathlib import Path
 from typing import NoReturn
 
-from imagekit import doctor, host, pipeline, verify
-from imagekit.builders import dib, packer
-from imagekit.clouds import connect
-from imagekit.config import DEFAULT_CONFIG, load_config
+import openstack.config
+from openstack.connection import Connection
+
+from imagekit import doctor, host, pipeline, runs, verify
+from imagekit.builders import dib, packer, recover_builds
+from imagekit.clouds import cloud_errors, connect, delete_run_leftovers
+from imagekit.config import DEFAULT_CONFIG, Config, load_config
 from imagekit.devcloud import DevCloud
 from imagekit.errors import ImagekitError, Interrupted, UserError
 from imagekit.files import write_private
@@ -102,9 +106,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     test.add_argument(
         "--cloud",
+        default=os.environ.get("OS_CLOUD"),
         metavar="NAME",
-        help="boot a server on this clouds.yaml cloud instead of a local VM "
-        "(the build's Glance image imagekit-ROLE-BUILD; settings from the config's openstack:)",
+        help="boot a server on this clouds.yaml cloud instead of a local VM (default: "
+        "$OS_CLOUD, else a local VM; the build's image as publish named it; settings from "
+        "the config's openstack:)",
+    )
+    test.add_argument(
+        "--local", action="store_true", help="a local qemu VM even when OS_CLOUD is set"
     )
 
     userdata = commands.add_parser(
@@ -190,8 +199,9 @@ def _parser() -> argparse.ArgumentParser:
         description="For each ROLE (default: all): build, test in a throwaway VM, then test "
         "the whole site with the builds that passed, publish only what passed the site test, "
         "share with the configured members, rotate old images. A failing role does not stop "
-        "the others; a re-run resumes unfinished builds. Exit status 0 only if every role "
-        "made it.",
+        "the others; a re-run resumes unfinished builds and publications. Exit status 0 "
+        "only if every role's image was uploaded, shared and rotated in this run; a role that "
+        "only finished an earlier run's build is marked 'resumed' (no new build).",
     )
     nightly.add_argument("roles", nargs="*", metavar="ROLE", help=f"{', '.join(ROLES)} or all")
     cloud_option(nightly)
@@ -264,6 +274,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     site.add_argument("--output", type=Path, metavar="DIR", help="userdata: write files here")
 
+    commands.add_parser(
+        "cleanup",
+        help="remove what crashed runs left (VMs, mounts, loop devices, uploads, servers)",
+        description="Find imagekit runs that died (kill -9, out of memory, power loss) and "
+        "remove what they left: qemu VMs and their temp dirs, DIB mounts and loop devices, "
+        "half images (their builds are marked failed), unfinished Glance uploads and "
+        "throwaway servers, keypairs and floating IPs in the clouds they used. Every "
+        "command does this for the host (and its --cloud) when it starts.",
+    )
+
     check = commands.add_parser(
         "doctor",
         help="check the builder host (and install what is missing)",
@@ -271,6 +291,20 @@ def _parser() -> argparse.ArgumentParser:
     )
     check.add_argument("--fix", action="store_true", help="apt-get install what is missing")
     return parser
+
+
+def _begin(config: Config, cloud: str | None = None) -> None:
+    """Register this run, and remove what dead runs left on the host (and in `cloud`)."""
+    runs.start(config.cache_dir)
+    clouds = {cloud} if cloud else set()
+    for line in _recover(config, clouds):
+        print(f"imagekit: cleanup: {line}", file=sys.stderr)
+
+
+def _recover(config: Config, clouds: set[str] | None) -> list[str]:
+    done = runs.recover(config.cache_dir, delete_run_leftovers, clouds)
+    sites = [f"removed {ns}, left by a site test that died" for ns in site_run.down_all(True)]
+    return done + recover_builds(config) + sites
 
 
 def _build(args: argparse.Namespace) -> int:
@@ -284,6 +318,7 @@ def _build(args: argparse.Namespace) -> int:
             check_qcow2(args.base, "--base")
     elif args.base is not None:
         raise UserError("--base goes with --with packer")
+    _begin(config)
     installed = host.ensure_requirements(needs, install=not args.no_install)
     if installed:
         print(f"installed host packages: {' '.join(installed)}", file=sys.stderr)
@@ -318,13 +353,15 @@ def _test(args: argparse.Namespace) -> int:
     if (args.image or args.build) and len(roles) > 1:
         raise UserError("--image and --build take exactly one role")
     config = load_config(args.config)
-    if args.cloud:
-        make_instance = verify.openstack_instances(config, args.cloud)
+    cloud = _cloud(args) if args.cloud and not args.local else None
+    if cloud:
+        make_instance = verify.openstack_instances(config, cloud, args.keep)
     else:
-        make_instance = verify.qemu_instances(config)
+        make_instance = verify.qemu_instances(config, keep=args.keep)
     # A bad --image/--build is exit 2 before any key, seed or VM is made.
     targets = [verify.find_target(config, role, args.image, args.build) for role in roles]
-    if not args.cloud:
+    _begin(config, cloud)
+    if not cloud:
         host.ensure_requirements(host.TEST_REQUIREMENTS, install=True)
 
     def on_ready(address: SshAddress) -> None:
@@ -334,7 +371,8 @@ def _test(args: argparse.Namespace) -> int:
     failed = []
     for target in targets:
         print(f"[{target.role}] booting {target.image}", file=sys.stderr)
-        result = verify.test_image(config, target, make_instance, args.keep, on_ready)
+        with cloud_errors(cloud, "the test server") if cloud else contextlib.nullcontext():
+            result = verify.test_image(config, target, make_instance, args.keep, on_ready)
         timings = ", ".join(f"{k.removesuffix('_s')} {v:.0f}s" for k, v in result.timings.items())
         print(
             f"{target.role}: {'PASSED' if result.passed else 'FAILED'} "
@@ -377,18 +415,38 @@ def _userdata(args: argparse.Namespace) -> int:
 
 
 def _cloud(args: argparse.Namespace) -> str:
-    if args.cloud:
-        return str(args.cloud)
+    """The cloud named by --cloud or OS_CLOUD; the local dev cloud only when named."""
+    if not args.cloud:
+        raise UserError("no cloud: give --cloud NAME or set OS_CLOUD (the local one: devcloud)")
+    cloud = str(args.cloud)
     local = DevCloud()
-    if not local.is_up():
-        raise UserError(
-            "no cloud: give --cloud NAME, set OS_CLOUD, "
-            "or start the local one: imagekit devcloud up"
-        )
-    # The embedded default for a first run: the local dev cloud.
-    os.environ.update(local.env("devcloud"))
-    print("imagekit: no --cloud or OS_CLOUD: using the local dev cloud", file=sys.stderr)
-    return "devcloud"
+    if (
+        cloud.startswith("devcloud")
+        and "OS_CLIENT_CONFIG_FILE" not in os.environ
+        and local.clouds_yaml.is_file()
+        and cloud not in openstack.config.OpenStackConfig().get_cloud_names()
+    ):
+        os.environ["OS_CLIENT_CONFIG_FILE"] = str(local.clouds_yaml)  # children find it too
+    return cloud
+
+
+def _preflight(config: Config, cloud: str) -> None:
+    """What a pipeline needs, checked before its first build: a typo costs seconds, not a night."""
+    conn = connect(cloud, authenticate=True)
+    identity = (
+        connect(config.publish.identity_cloud, authenticate=True)
+        if config.publish.identity_cloud
+        else conn
+    )
+    with cloud_errors(config.publish.identity_cloud or cloud, "resolving publish.members"):
+        sharing.resolve_projects(identity, config.publish.members)
+    for directory, need_gib in ((config.output_dir, 2), (config.cache_dir, 4)):
+        directory.mkdir(parents=True, exist_ok=True)
+        free_gib = shutil.disk_usage(directory).free / 2**30
+        if free_gib < need_gib:
+            raise ImagekitError(
+                f"{directory}: {free_gib:.1f} GiB free, a pipeline needs at least {need_gib} GiB"
+            )
 
 
 def _pipeline(args: argparse.Namespace) -> int:
@@ -398,14 +456,23 @@ def _pipeline(args: argparse.Namespace) -> int:
         raise UserError("--test-jobs must be at least 1")
     site = args.site or DEFAULT_SITE
     load_site(site)  # a bad site description is exit 2 before the first build
-    run = pipeline.Pipeline(config, roles, _cloud(args), args.test_jobs, site)
+    cloud = _cloud(args)
+    _preflight(config, cloud)
+    run = pipeline.Pipeline(config, roles, cloud, args.test_jobs, site)
     if args.dry_run:
         print(pipeline.dry_run(run))
         return 0
-    runs = run.run()
-    print(pipeline.table(runs))
+    _begin(config, cloud)
+    results = run.run()
+    print(pipeline.table(results))
     print(f"summary: {config.output_dir / 'pipeline' / (run.run_id + '.json')}")
-    failed = [r.role for r in runs if not r.passed]
+    for resumed in (r for r in results if r.resumed and r.passed):
+        print(
+            f"imagekit: {resumed.role}: finished build {resumed.build_id} of an earlier run; "
+            "no new build of it in this run",
+            file=sys.stderr,
+        )
+    failed = [r.role for r in results if not r.passed]
     if failed:
         raise ImagekitError(f"pipeline failed for: {', '.join(failed)}")
     return 0
@@ -434,10 +501,15 @@ def _publish(args: argparse.Namespace) -> int:
         raise UserError("--build takes exactly one role")
     config = load_config(args.config)
     cloud = _cloud(args)
+    for role in roles:  # bad input is exit 2 before anything is made or removed
+        publishing.find_publishable(config, role, args.build, args.force)
+    if not args.dry_run:  # a dry run changes nothing, leftovers included
+        _begin(config, cloud)
     for role in roles:
-        result = publishing.publish(
-            config, role, cloud, args.build, args.share, args.force, args.dry_run
-        )
+        with cloud_errors(cloud, f"publishing '{role}'"):
+            result = publishing.publish(
+                config, role, cloud, args.build, args.share, args.force, args.dry_run
+            )
         mib = result.size_bytes / 2**20
         if result.uploaded:
             rate = mib / result.upload_s if result.upload_s else 0
@@ -461,14 +533,22 @@ def _publish(args: argparse.Namespace) -> int:
 
 
 def _accept(args: argparse.Namespace) -> int:
-    image_id, status = sharing.accept(connect(_cloud(args)), args.image)
+    cloud = _cloud(args)
+    with cloud_errors(cloud, "accepting the image"):
+        image_id, status = sharing.accept(connect(cloud), args.image)
     print(f"{image_id}: {status}")
     return 0
 
 
 def _images(args: argparse.Namespace) -> int:
-    conn = connect(_cloud(args))
-    found = rotation.role_images(conn, args.role)
+    cloud = _cloud(args)
+    with cloud_errors(cloud, "listing images"):
+        _list_images(connect(cloud), args.role)
+    return 0
+
+
+def _list_images(conn: Connection, role: str) -> None:
+    found = rotation.role_images(conn, role)
     current = next((i.id for i in found if i.status == "active" and not i.is_hidden), None)
     print(f"{'build':18} {'created':20} {'status':8} {'visibility':10} {'hidden':6} members")
     for image in found:
@@ -480,7 +560,18 @@ def _images(args: argparse.Namespace) -> int:
             f"{build:18} {image.created_at:20} {image.status:8} {image.visibility:10} "
             f"{'yes' if image.is_hidden else 'no':6} {listed}  {image.id}{mark}"
         )
-    return 0
+
+
+def _cleanup(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    runs.start(config.cache_dir)
+    done = _recover(config, None)  # every cloud the dead runs recorded
+    for line in done:
+        print(line)
+    if not done:
+        print("nothing left behind by earlier runs")
+    # What is still there could not be removed (a cloud unreachable): not done yet.
+    return 1 if runs.dead_runs(config.cache_dir) else 0
 
 
 def _doctor(args: argparse.Namespace) -> int:
@@ -515,6 +606,7 @@ def _site(args: argparse.Namespace) -> int:
     if args.identity is not None and not args.identity.is_file():
         raise UserError(f"--identity {args.identity}: no such file")
     builds = site_run.choose_builds(config, described, site_run.parse_builds(args.builds))
+    _begin(config)
     host.ensure_requirements(host.SITE_REQUIREMENTS, install=True)
     result = site_run.site_test(config, described, path, builds, args.keep, args.identity)
     print(site_run.summary(result))
@@ -574,6 +666,7 @@ def main(argv: list[str] | None = None) -> int:
             "images": _images,
             "pipeline": _pipeline,
             "devcloud": _devcloud,
+            "cleanup": _cleanup,
             "doctor": _doctor,
             "site": _site,
         }
@@ -593,3 +686,5 @@ def main(argv: list[str] | None = None) -> int:
         problem = " ".join(f"{type(err).__name__}: {err}".split())
         _say(f"imagekit: internal error: {problem} (re-run with --debug for the traceback)")
         return 1
+    finally:
+        runs.end()

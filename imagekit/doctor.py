@@ -4,7 +4,7 @@ from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from imagekit import host
+from imagekit import host, runs
 from imagekit.builders.packer import PACKER_REQUIREMENTS
 from imagekit.config import load_config
 from imagekit.errors import ImagekitError
@@ -49,6 +49,18 @@ def checks(config_path: Path | None = None) -> list[Check]:
         main, security = config.resolved_mirrors()
         found.append(Check("ok", "config", f"{config.source}"))
         found.append(Check("ok", "mirrors", f"main {main}, security {security}"))
+        dead = runs.dead_runs(config.cache_dir)
+        if dead:
+            found.append(
+                Check(
+                    "error",
+                    "leftovers",
+                    f"{len(dead)} imagekit runs died without cleaning up "
+                    f"({', '.join(dead)}): run 'imagekit cleanup'",
+                )
+            )
+        else:
+            found.append(Check("ok", "leftovers", "no crashed runs to clean up"))
     except ImagekitError as err:
         found.append(Check("error", "config", str(err)))
     return found

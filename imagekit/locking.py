@@ -2,6 +2,7 @@
 
 import fcntl
 import os
+import sys
 from pathlib import Path
 from types import TracebackType
 
@@ -11,9 +12,10 @@ from imagekit.errors import BusyError
 class Lock:
     """flock-based: the kernel drops it when the holder dies, so it is never stale."""
 
-    def __init__(self, path: Path, what: str) -> None:
+    def __init__(self, path: Path, what: str, wait: bool = False) -> None:
         self.path = path
         self.what = what
+        self.wait = wait  # block until it is free (saying so) instead of BusyError
         self._fd: int | None = None
 
     def __enter__(self) -> "Lock":
@@ -23,10 +25,17 @@ class Lock:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.read(fd, 64).decode(errors="replace").strip() or "?"
-            os.close(fd)
-            raise BusyError(
-                f"{self.what} is already running (pid {holder}, lock {self.path})"
-            ) from None
+            if not self.wait:
+                os.close(fd)
+                raise BusyError(
+                    f"{self.what} is already running (pid {holder}, lock {self.path})"
+                ) from None
+            print(
+                f"imagekit: waiting for {self.what} (pid {holder}, lock {self.path})",
+                file=sys.stderr,
+                flush=True,
+            )
+            fcntl.flock(fd, fcntl.LOCK_EX)
         os.ftruncate(fd, 0)
         os.write(fd, str(os.getpid()).encode())
         self._fd = fd

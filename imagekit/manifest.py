@@ -68,13 +68,20 @@ class SiteTestRecord(SuiteResult):
 
 
 class Publication(BaseModel):
-    """One upload of the build's image to a cloud's Glance."""
+    """The build's image in one cloud's Glance; each step recorded as soon as it is true."""
 
     cloud: str
     image_id: str
     name: str
-    when: str
+    when: str  # uploaded (or found) and verified
     forced: bool = False
+    shared: str | None = None  # when the members were added
+    members: list[str] = []
+    rotated: str | None = None  # when the role's older images were rotated
+
+    @property
+    def complete(self) -> bool:
+        return self.shared is not None and self.rotated is not None
 
 
 class Manifest(BaseModel):
@@ -94,6 +101,7 @@ class Manifest(BaseModel):
     admin_user: str
     ssh_key_fingerprints: list[str]
     log: str = "build.log"
+    run_id: str | None = None  # the imagekit run that built it (see imagekit.runs)
     error: str | None = None
     image: ImageFile | None = None
     packages: list[Package] = []
@@ -110,6 +118,10 @@ class Manifest(BaseModel):
     def site_tested(self) -> bool:
         """The newest site test this build took part in passed."""
         return bool(self.site_tests) and self.site_tests[-1].passed
+
+    def publication(self, cloud: str) -> Publication | None:
+        """The newest publication of this build to that cloud."""
+        return next((p for p in reversed(self.publications) if p.cloud == cloud), None)
 
     def write(self, build_dir: Path) -> None:
         """Replace the manifest at once (temp file + rename): readers never see half of it.

@@ -3,13 +3,15 @@
 Each stage runs as its own `imagekit` command, so each keeps its own clean-up
 on failure, Ctrl-C, SIGTERM and SIGHUP; the pipeline forwards SIGTERM to the
 running ones, once, and waits for them (later signals are ignored meanwhile).
-State lives in the builds' manifests (tests and publications are recorded
-there), so a re-run resumes the newest unfinished build instead of rebuilding
-what passed. Builds run one at a time (they share DIB's cache); tests of one
-role overlap the build of the next where the host has room. When every role
-has passed (or failed) its own suite, one site test boots the whole site from
-this run's tested builds (and the newest tested build of any other role); only
-builds that took part in a passing site test are published.
+State lives in the builds' manifests (tests and each publication step -
+uploaded, shared, rotated - are recorded there as soon as they are true), so a
+re-run resumes the newest unfinished build instead of rebuilding what passed;
+a role that only finished an earlier run's build is marked "resumed" in the
+table and the summary. Builds run one at a time (they share DIB's cache);
+tests of one role overlap the build of the next where the host has room.
+When every role has passed (or failed) its own suite, one site test boots the
+whole site from this run's tested builds (and the newest tested build of any
+other role); only builds that took part in a passing site test are published.
 """
 
 import contextlib
@@ -46,6 +48,7 @@ class RoleRun:
     role: str
     build_id: str | None = None
     image_id: str | None = None
+    resumed: bool = False  # continued an earlier run's build: no new build in this run
     stages: list[Stage] = field(default_factory=lambda: [Stage(s) for s in STAGES])
 
     @property
@@ -73,7 +76,8 @@ def resume_point(config: Config, role: str, cloud: str) -> tuple[str | None, int
     _, manifest = found[-1]
     if manifest.status != "built":
         return None, 0
-    if any(p.cloud == cloud for p in manifest.publications):
+    publication = manifest.publication(cloud)
+    if publication is not None and publication.complete:
         return None, 0  # finished: tonight gets a new build
     if manifest.tested and manifest.site_tested:
         return manifest.build_id, STAGES.index("publish")
@@ -113,6 +117,7 @@ class Pipeline:
             todos = {}
             for run, (_, build_id, todo) in zip(runs, self.plan(), strict=True):
                 run.build_id, todos[run.role] = build_id, todo
+                run.resumed = build_id is not None
             try:
                 self._each_role(runs, todos, BEFORE_SITE)
                 self._site(runs, todos)
@@ -170,7 +175,7 @@ class Pipeline:
         log = self.logs / "site-test.log"
         self._say(f"[site] test started: {', '.join(r.role for r in taking_part)} of this run")
         started = time.monotonic()
-        returncode, _ = self._imagekit(args, log)
+        returncode = self._imagekit(args, log)
         seconds = round(time.monotonic() - started, 1)
         result = "passed" if returncode == 0 else "failed"
         for run in taking_part:
@@ -182,8 +187,11 @@ class Pipeline:
         args = ["--config", str(self.config.source), stage.name, run.role]
         if stage.name != "build":
             args += ["--build", str(run.build_id)]
+        if stage.name == "test":
+            args += ["--local"]  # whatever OS_CLOUD says
         if stage.name == "publish":
             args += ["--cloud", self.cloud]
+        before = {b.name for b in builds(self.config.output_dir, run.role)}
         slot = {"build": self.build_slot, "test": self.test_slots}.get(stage.name)
         log = self.logs / f"{run.role}-{stage.name}.log"
         stage.log = str(log)
@@ -195,25 +203,38 @@ class Pipeline:
                 return
             self._say(f"[{run.role}] {stage.name} started")
             started = time.monotonic()
-            returncode, output = self._imagekit(args, log)
+            returncode = self._imagekit(args, log)
             stage.seconds = round(time.monotonic() - started, 1)
         finally:
             if slot:
                 slot.release()
         stage.result = "passed" if returncode == 0 else "failed"
+        # What the stage recorded, not what it printed, says what it made.
         if stage.name == "build" and returncode == 0:
-            run.build_id = Path(output.strip().splitlines()[-1]).parent.name
+            new = [
+                b
+                for b in builds(self.config.output_dir, run.role)
+                if b.name not in before and Manifest.read(b).status == "built"
+            ]
+            run.build_id = new[-1].name if new else None
+            if not new:
+                stage.result = "failed"
+                self._say(f"[{run.role}] build exited 0 but recorded no finished build")
         if stage.name == "publish" and returncode == 0 and run.build_id:
             manifest = Manifest.read(self.config.output_dir / run.role / run.build_id)
-            run.image_id = manifest.publications[-1].image_id if manifest.publications else None
+            publication = manifest.publication(self.cloud)
+            run.image_id = publication.image_id if publication else None
+            if publication is None or not publication.complete:
+                stage.result = "failed"
+                self._say(f"[{run.role}] publish exited 0 but did not record every step")
         self._say(f"[{run.role}] {stage.name} {stage.result} in {stage.seconds:.0f}s (log: {log})")
 
-    def _imagekit(self, args: list[str], log: Path) -> tuple[int, str]:
+    def _imagekit(self, args: list[str], log: Path) -> int:
         with log.open("w") as out:
             child = subprocess.Popen(
                 [sys.executable, "-m", "imagekit", *args],
-                stdout=subprocess.PIPE,
-                stderr=out,
+                stdout=out,
+                stderr=subprocess.STDOUT,
                 text=True,
                 start_new_session=True,  # our Ctrl-C is forwarded as SIGTERM, once
             )
@@ -222,12 +243,11 @@ class Pipeline:
                 if self.stopping.is_set():  # started just as we were told to stop
                     _terminate(child)
             try:
-                output, _ = child.communicate()
+                child.wait()
             finally:
                 with self.lock:
                     self.children.discard(child)
-            out.write(output)
-        return child.returncode, output
+        return child.returncode
 
     def _stop_all(self) -> None:
         self.stopping.set()
@@ -278,5 +298,6 @@ def table(runs: list[RoleRun]) -> str:
         cells = " ".join(
             f"{s.result + (f' {s.seconds:.0f}s' if s.seconds else ''):16}" for s in run.stages
         )
-        lines.append(f"{run.role:5} {run.build_id or '-':18} {cells} {run.image_id or '-'}")
+        image = (run.image_id or "-") + (" (resumed: no new build)" if run.resumed else "")
+        lines.append(f"{run.role:5} {run.build_id or '-':18} {cells} {image}")
     return "\n".join(lines)

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from imagekit import runs
 from imagekit.builders.dib import CLOUD_INIT_DATASOURCES
 from imagekit.clouds import connect
 from imagekit.config import Config
@@ -26,6 +27,7 @@ from imagekit.manifest import (
     latest_build,
     utc_now,
 )
+from imagekit.publishing.attributes import image_name
 from imagekit.roles import CHECKOUT
 from imagekit.userdata import load_values, render_user_data
 from imagekit.userdata.render import template_context
@@ -84,35 +86,62 @@ def example_values(role: str) -> Common:
     return load_values(role, [EXAMPLES_DIR / f"{role}.yaml"], [])
 
 
-def qemu_instances(config: Config, prefix: str = "imagekit-test") -> InstanceFactory:
-    """The default backend: a local qemu VM per target, its console log beside the report."""
+def instance_user_data(config: Config, role: str) -> str:
+    """What every test instance boots with, whatever the backend: the role's example values."""
+    return render_user_data(role, example_values(role), config.cache_dir)
+
+
+def qemu_instances(
+    config: Config, prefix: str = "imagekit-test", keep: bool = False
+) -> InstanceFactory:
+    """The default backend: a local qemu VM per target, its console log beside the report.
+
+    Unless kept, the VM dies with us and is recorded in our run (if one was
+    started: imagekit.runs), so that the next command removes it if we die.
+    """
 
     def make(target: Target, console: Path) -> Instance:
-        user_data = render_user_data(target.role, example_values(target.role), config.cache_dir)
         return QemuInstance(
             target.image,
             config.admin_user,
             f"{prefix}-{target.role}",
-            user_data,
+            instance_user_data(config, target.role),
             console_log=console,
+            stop_with_us=not keep,
         )
 
     return make
 
 
-def openstack_instances(config: Config, cloud: str) -> InstanceFactory:
-    """A server per target on the cloud, booted from the build's Glance image."""
+def published_image(config: Config, cloud: str, build_dir: Path) -> str:
+    """The build's image in that cloud: the id its publication recorded, else publish's name."""
+    manifest = Manifest.read(build_dir)
+    publication = manifest.publication(cloud)
+    return publication.image_id if publication else image_name(config, manifest)
+
+
+def openstack_instances(config: Config, cloud: str, keep: bool = False) -> InstanceFactory:
+    """A server per target on the cloud, booted from the build's published Glance image."""
     if config.openstack is None:
         raise UserError(f"{config.source}: openstack: section missing (needed by --cloud)")
-    conn = connect(cloud)
+    conn = connect(cloud, authenticate=True)
     settings = ServerSettings(**config.openstack.model_dump())
 
     def make(target: Target, console: Path) -> Instance:
         if target.build_dir is None:
             raise UserError("--image is a local file: with --cloud, test a build (--build ID)")
-        image = f"imagekit-{target.role}-{target.build_dir.name}"
+        # Tagged with our run's id: the next command deletes what we leave if we die.
+        run = runs.current()
+        if run is not None and not keep:
+            run.note_cloud(cloud, "servers")
         return OpenStackInstance(
-            conn, image, config.admin_user, f"imagekit-test-{target.role}", settings
+            conn,
+            published_image(config, cloud, target.build_dir),
+            config.admin_user,
+            f"imagekit-test-{target.role}" + (f"-{run.id}" if run else ""),
+            settings,
+            instance_user_data(config, target.role),
+            run_id=run.id if run else None,
         )
 
     return make

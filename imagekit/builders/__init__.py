@@ -7,6 +7,7 @@ tool in its own session with its output in the log and on the progress line.
 """
 
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -14,10 +15,21 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
+from imagekit import runs
+from imagekit.cleanup import sweep
 from imagekit.config import Config
 from imagekit.errors import ImagekitError, Interrupted
 from imagekit.locking import Lock
-from imagekit.manifest import Manifest, Package, describe_image, git_source, new_build_id, utc_now
+from imagekit.manifest import (
+    Manifest,
+    Package,
+    builds,
+    describe_image,
+    git_source,
+    new_build_id,
+    readable,
+    utc_now,
+)
 from imagekit.progress import Progress
 
 # How long a builder gets to clean up after its stop signal before SIGKILL.
@@ -37,6 +49,7 @@ def run_build(
 ) -> Path:
     """Build one role with `produce`; returns the build directory."""
     progress = progress or Progress(role)
+    run = runs.start(config.cache_dir)
     role_dir = config.output_dir / role
     with Lock(role_dir / ".lock", f"a build of '{role}' in {role_dir}"):
         build_id = new_build_id(role_dir)
@@ -57,6 +70,7 @@ def run_build(
             elements=elements,
             admin_user=config.admin_user,
             ssh_key_fingerprints=[key.fingerprint for key in config.public_keys],
+            run_id=run.id,
         )
         manifest.write(build_dir)
         started = time.monotonic()
@@ -96,13 +110,18 @@ def run_logged(
     log: Path,
     on_line: Callable[[str], None],
     stop_signal: signal.Signals,
+    owned: tuple[str, Path] | None = None,
     cwd: Path | None = None,
 ) -> None:
     """Run a tool in its own session, its output to the log and to on_line.
 
     On Ctrl-C/SIGTERM/SIGHUP (KeyboardInterrupt here, once: the CLI's handler
     ignores later signals) the tool gets stop_signal so that it cleans up after
-    itself, and we wait for it; SIGKILL only after STOP_GRACE_S.
+    itself, and we wait for it; SIGKILL only after STOP_GRACE_S. If we die
+    without cleaning up, it gets stop_signal from the kernel, and the run
+    records (marker in its command line, its work dir) let the next imagekit
+    command stop it and remove what it left: owned is (a string only its command
+    line holds, its work dir).
     """
     with log.open("ab") as out:
         out.write(f"$ {' '.join(cmd)}\n".encode())
@@ -114,7 +133,11 @@ def run_logged(
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=runs.die_with_parent(stop_signal),
         )
+        run = runs.current() if owned else None
+        if run is not None and owned is not None:
+            run.note_process(proc.pid, owned[0], [owned[1]])
         assert proc.stdout is not None
         try:
             for line in proc.stdout:
@@ -124,6 +147,9 @@ def run_logged(
         except BaseException:
             _stop(proc, out, stop_signal)
             raise
+        finally:
+            if run is not None and proc.poll() is not None:
+                run.forget_process(proc.pid)
     if returncode != 0:
         raise ImagekitError(f"{Path(cmd[0]).name} exited with status {returncode}")
 
@@ -145,3 +171,34 @@ def _stop(proc: subprocess.Popen[bytes], out: BinaryIO, stop_signal: signal.Sign
     if proc.poll() is None:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+
+
+def recover_builds(config: Config) -> list[str]:
+    """Builds left "building" by a builder that died (kill -9, OOM): marked failed,
+    their half image and work dirs (mounts, loop devices) removed."""
+    done: list[str] = []
+    if not config.output_dir.is_dir():
+        return done
+    for role_dir in sorted(p for p in config.output_dir.iterdir() if p.is_dir()):
+        for build_dir, manifest in readable(builds(config.output_dir, role_dir.name)):
+            # Without a run id, whether its builder lives cannot be proven.
+            if manifest.status != "building" or manifest.run_id is None:
+                continue
+            if runs.is_alive(config.cache_dir, manifest.run_id):
+                continue
+            if Manifest.read(build_dir).status != "building":
+                continue  # it finished between our reading and its run ending
+            for work_dir in (config.cache_dir / "tmp").glob(f"*{role_dir.name}-{build_dir.name}"):
+                done += sweep(work_dir)
+                shutil.rmtree(work_dir, ignore_errors=True)
+                done.append(f"removed {work_dir}")
+            (build_dir / f"{manifest.role}.qcow2").unlink(missing_ok=True)
+            Manifest.update(build_dir, _mark_dead)
+            done.append(f"marked build {build_dir} failed (its builder died)")
+    return done
+
+
+def _mark_dead(manifest: Manifest) -> None:
+    manifest.status = "failed"
+    manifest.error = f"its builder (run {manifest.run_id}) died; marked failed"
+    manifest.finished = utc_now()

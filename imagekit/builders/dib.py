@@ -4,6 +4,7 @@ import os
 import re
 import shutil
 import signal
+import subprocess
 import sys
 from importlib.metadata import version
 from pathlib import Path
@@ -12,6 +13,7 @@ from imagekit import host
 from imagekit.builders import run_build, run_logged
 from imagekit.cleanup import sweep
 from imagekit.config import Config
+from imagekit.locking import Lock
 from imagekit.manifest import Package, read_dpkg_manifest
 from imagekit.progress import Progress
 from imagekit.roles import DISTRO_ELEMENTS, ELEMENTS_DIR, role_element
@@ -28,7 +30,7 @@ def elements(config: Config, role: str) -> list[str]:
 def environment(config: Config, tmp_dir: Path) -> dict[str, str]:
     """The DIB_* settings of a build, from the config alone."""
     main, security = config.resolved_mirrors()
-    cache = config.cache_dir / "dib"
+    cache = dib_cache(config)
     path = [str(Path(sys.executable).parent), os.environ.get("PATH", ""), host.SYSTEM_PATH]
     if not host.has_device_mapper():
         path.insert(0, str(host.SHIM_DIR))
@@ -52,6 +54,34 @@ def environment(config: Config, tmp_dir: Path) -> dict[str, str]:
     }
 
 
+def dib_cache(config: Config) -> Path:
+    return config.cache_dir / "dib"
+
+
+def check_debootstrap_cache(cache: Path) -> list[str]:
+    """Remove debootstrap tarballs that an interrupted build left half written.
+
+    DIB writes the tarball in place (`tar -zcf`), so a build killed meanwhile
+    leaves a truncated one that later builds would unpack. A tarball is
+    trusted once `gzip -t` passed; a stamp of its size and mtime saves testing
+    it again. Call with the cache lock held.
+    """
+    removed = []
+    for tarball in sorted(cache.glob("debootstrap-*.tar.gz")):
+        stamp = tarball.with_name(tarball.name + ".ok")
+        stat = tarball.stat()
+        mark = f"{stat.st_size} {stat.st_mtime_ns}\n"
+        if stamp.is_file() and stamp.read_text() == mark:
+            continue
+        if subprocess.run(["gzip", "-t", str(tarball)], capture_output=True).returncode == 0:
+            stamp.write_text(mark)
+        else:
+            tarball.unlink()
+            stamp.unlink(missing_ok=True)
+            removed.append(f"removed the truncated debootstrap cache {tarball}")
+    return removed
+
+
 def command(config: Config, role: str, build_dir: Path) -> list[str]:
     cmd = ["disk-image-create", "-a", config.architecture, "-t", "qcow2"]
     cmd += ["-o", str(build_dir / role)]
@@ -67,15 +97,22 @@ def build(config: Config, role: str, progress: Progress | None = None) -> Path:
     def produce(build_dir: Path, log: Path, progress: Progress) -> list[Package]:
         tmp_dir = config.cache_dir / "tmp" / f"{role}-{build_dir.name}"
         tmp_dir.mkdir(parents=True)
+        cache = dib_cache(config)
         try:
-            run_logged(
-                command(config, role, build_dir),
-                environment(config, tmp_dir),
-                log,
-                lambda line: _show(line, progress),
-                # DIB's exit trap unmounts and detaches; sweep() catches the rest.
-                signal.SIGTERM,
-            )
+            # DIB's debootstrap tarball and apt cache are shared by every role and
+            # written in place: one build at a time uses them.
+            with Lock(cache / ".lock", f"another build using {cache}", wait=True):
+                for action in check_debootstrap_cache(cache):
+                    print(f"imagekit: {action}", file=sys.stderr)
+                run_logged(
+                    command(config, role, build_dir),
+                    environment(config, tmp_dir),
+                    log,
+                    lambda line: _show(line, progress),
+                    # DIB's exit trap unmounts and detaches; sweep() catches the rest.
+                    signal.SIGTERM,
+                    owned=(str(build_dir), tmp_dir),
+                )
         finally:
             for action in sweep(tmp_dir):
                 progress.update("cleanup", action)

@@ -170,6 +170,7 @@ def build(
                 lambda line: _show(line, progress),
                 # Packer stops its VM and removes its output on SIGINT.
                 signal.SIGINT,
+                owned=(str(var_file), work),
                 cwd=work,  # packer_cache/ and crash logs stay out of the checkout
             )
             shutil.move(work / "output" / f"{role}.qcow2", build_dir / f"{role}.qcow2")

@@ -17,6 +17,7 @@ from typing import Any
 
 from openstack.connection import Connection
 
+from imagekit.clouds import run_description
 from imagekit.errors import ImagekitError
 from imagekit.instances import SshAddress
 from imagekit.instances.access import make_key_pair, wait_until_ready
@@ -44,6 +45,7 @@ class OpenStackInstance:
         settings: ServerSettings,
         user_data: str = "#cloud-config\n",
         boot_timeout: float = 900,
+        run_id: str | None = None,
     ) -> None:
         self.conn = conn
         self.image = image
@@ -52,6 +54,8 @@ class OpenStackInstance:
         self.settings = settings
         self.user_data = user_data
         self.boot_timeout = boot_timeout
+        # Tags every resource, so that a dead run's leftovers are found (imagekit.runs).
+        self.run_id = run_id
         self.workdir = Path(tempfile.mkdtemp(prefix=f"{name}-"))
         self.timings: dict[str, float] = {}
         self._keypair: Any = None
@@ -74,14 +78,21 @@ class OpenStackInstance:
             key_name=self._keypair.name,
             user_data=base64.b64encode(self.user_data.encode()).decode(),
             security_groups=[{"name": group} for group in self.settings.security_groups],
-            metadata={"imagekit": "throwaway"},
+            metadata={
+                "imagekit": "throwaway",
+                **({"imagekit_run": self.run_id} if self.run_id else {}),
+            },
         )
         server = compute.wait_for_server(self._server, wait=int(self.boot_timeout))
         host = _fixed_address(server)
         if self.settings.floating_ip_network:
             external = network.find_network(self.settings.floating_ip_network, ignore_missing=False)
             port = next(iter(network.ports(device_id=server.id)))
-            self._floating_ip = network.create_ip(floating_network_id=external.id, port_id=port.id)
+            self._floating_ip = network.create_ip(
+                floating_network_id=external.id,
+                port_id=port.id,
+                description=run_description(self.run_id) if self.run_id else "imagekit throwaway",
+            )
             host = self._floating_ip.floating_ip_address
         address = SshAddress(host, 22, self.user, str(key_file))
         self.timings = wait_until_ready(

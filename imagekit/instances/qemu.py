@@ -13,6 +13,7 @@ from typing import Any
 
 import yaml
 
+from imagekit import runs
 from imagekit.instances import SshAddress
 from imagekit.instances.access import free_port, make_key_pair, wait_until_ready
 from imagekit.instances.seed import write_nocloud_seed
@@ -69,6 +70,7 @@ class QemuInstance:
         nics: list["Nic"] | None = None,
         netns: str | None = None,
         network_config: dict[str, Any] | None = None,
+        stop_with_us: bool = False,
     ) -> None:
         """`nics` default to a public NIC with SSH forwarded on 127.0.0.1 and an
         isolated private one; `netns` runs qemu in that network namespace;
@@ -87,6 +89,9 @@ class QemuInstance:
         self.workdir = Path(tempfile.mkdtemp(prefix=f"{name}-"))
         self.console_log = console_log or self.workdir / "console.log"
         self.timings: dict[str, float] = {}
+        # Stopped by the kernel if we die, and recorded in our run (imagekit.runs) so
+        # that the next command stops it and removes its files; not for --keep.
+        self.stop_with_us = stop_with_us
         self._proc: subprocess.Popen[bytes] | None = None
         self.address: SshAddress | None = None
 
@@ -137,7 +142,12 @@ class QemuInstance:
                 stdout=subprocess.DEVNULL,
                 stderr=errors,
                 start_new_session=True,  # Ctrl-C reaches us, and we stop it
+                preexec_fn=runs.die_with_parent(signal.SIGTERM) if self.stop_with_us else None,
             )
+        run = runs.current()
+        if run is not None and self.stop_with_us:
+            # The workdir path in its command line proves the process is ours.
+            run.note_process(self._proc.pid, str(self.workdir), [self.workdir])
 
     def _command(self, overlay: Path, seed: Path, port: int) -> list[str]:
         accel = (
@@ -198,6 +208,8 @@ class QemuInstance:
                 proc.kill()
                 proc.wait()
         shutil.rmtree(self.workdir, ignore_errors=True)
+        if proc is not None and (run := runs.current()) is not None:
+            run.forget_process(proc.pid)
 
 
 def _with_key(user_data: str, public_key: str) -> str:

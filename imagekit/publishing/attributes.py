@@ -3,12 +3,12 @@
 import math
 from typing import Any
 
+from imagekit.clouds import TOOL_TAG
 from imagekit.config import Config
 from imagekit.manifest import Manifest
 
 DEBIAN_VERSIONS = {"bookworm": "12", "trixie": "13", "bullseye": "11"}
 ARCHITECTURES = {"amd64": "x86_64", "arm64": "aarch64"}
-TOOL_TAG = "imagekit"
 
 
 def role_tag(role: str) -> str:
@@ -19,7 +19,9 @@ def image_name(config: Config, manifest: Manifest) -> str:
     return config.publish.name_format.format(role=manifest.role, build_id=manifest.build_id)
 
 
-def image_attributes(config: Config, manifest: Manifest, forced: bool) -> dict[str, Any]:
+def image_attributes(
+    config: Config, manifest: Manifest, forced: bool, run_id: str | None = None
+) -> dict[str, Any]:
     assert manifest.image is not None
     gib = 1024**3
     attributes: dict[str, Any] = {
@@ -45,6 +47,8 @@ def image_attributes(config: Config, manifest: Manifest, forced: bool) -> dict[s
         "imagekit_builder": f"{manifest.builder} {manifest.builder_version}",
         "imagekit_sha256": manifest.image.sha256,
     }
+    if run_id:  # an upload its run did not finish is found and deleted by this
+        attributes["imagekit_run"] = run_id
     if forced:
         attributes["imagekit_warning"] = "published with --force: no passing test recorded"
     return attributes

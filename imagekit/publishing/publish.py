@@ -8,7 +8,8 @@ from typing import Any
 
 from openstack.connection import Connection
 
-from imagekit.clouds import connect, glance
+from imagekit import runs
+from imagekit.clouds import TOOL_TAG, connect, glance
 from imagekit.config import Config
 from imagekit.errors import UserError
 from imagekit.manifest import (
@@ -20,10 +21,10 @@ from imagekit.manifest import (
     readable,
     utc_now,
 )
-from imagekit.publishing.attributes import TOOL_TAG, image_attributes, image_name
+from imagekit.publishing.attributes import image_attributes, image_name
 from imagekit.publishing.rotation import RotationPlan, rotate
 from imagekit.publishing.sharing import resolve_projects, share
-from imagekit.publishing.upload import create_and_upload
+from imagekit.publishing.upload import HashingReader, create_and_upload, verify, wait_active
 
 
 @dataclass
@@ -64,12 +65,34 @@ def find_publishable(config: Config, role: str, build_id: str | None, force: boo
 
 
 def existing_image(conn: Connection, name: str, sha256: str) -> Any | None:
-    """This project's active image of that name and content, if already published."""
+    """This project's active image of that name and content, if already uploaded."""
     for image in glance(conn).images(name=name, owner=conn.current_project_id, tag=TOOL_TAG):
         properties = image.properties or {}
         if image.status == "active" and properties.get("imagekit_sha256") == sha256:
             return image
     return None
+
+
+def verify_existing(conn: Connection, image_id: str, path: Path, sha256: str) -> None:
+    """An image an earlier run uploaded but did not record: check it as a new upload is."""
+    reader = HashingReader(path)
+    try:
+        while reader.read():
+            pass
+    finally:
+        reader.close()
+    verify(wait_active(conn, image_id), reader.hashes(), sha256)
+
+
+def record(build_dir: Path, publication: Publication) -> None:
+    """Store a step as soon as it is true (this build's entry for that image, replaced)."""
+    key = (publication.cloud, publication.image_id)
+
+    def change(manifest: Manifest) -> None:
+        kept = [p for p in manifest.publications if (p.cloud, p.image_id) != key]
+        manifest.publications = [*kept, publication]
+
+    Manifest.update(build_dir, change)
 
 
 def publish(
@@ -81,6 +104,9 @@ def publish(
     force: bool = False,
     dry_run: bool = False,
 ) -> PublishResult:
+    """Upload (or find) and verify, share, rotate: each step recorded in the build's
+    manifest when done, and each safe to repeat, so a re-run finishes what an
+    interrupted one left."""
     build_dir = find_publishable(config, role, build_id, force)
     manifest = Manifest.read(build_dir)
     assert manifest.image is not None
@@ -91,23 +117,38 @@ def publish(
             f"of '{role}' (--force)",
             file=sys.stderr,
         )
-    conn = connect(cloud)
-    identity = connect(config.publish.identity_cloud) if config.publish.identity_cloud else conn
+    conn = connect(cloud, authenticate=True)
+    identity = (
+        connect(config.publish.identity_cloud, authenticate=True)
+        if config.publish.identity_cloud
+        else conn
+    )
     # Every project is resolved before anything is uploaded.
     members = resolve_projects(identity, [*config.publish.members, *(shares or [])])
     name = image_name(config, manifest)
     result = PublishResult(role, manifest.build_id, name, None, False)
     result.size_bytes = manifest.image.size_bytes
+    image_file = build_dir / manifest.image.file
 
     image = existing_image(conn, name, manifest.image.sha256)
+    publication = None
     if image is not None:
         result.image_id = image.id
+        publication = next(
+            (p for p in manifest.publications if (p.cloud, p.image_id) == (cloud, image.id)),
+            None,
+        )
+        if publication is None and not dry_run:  # uploaded by a run that did not record it
+            verify_existing(conn, image.id, image_file, manifest.image.sha256)
     elif not dry_run:
+        run = runs.current()
+        if run is not None:
+            run.note_cloud(cloud, "images")
         started = time.monotonic()
         stored, _ = create_and_upload(
             conn,
-            build_dir / manifest.image.file,
-            image_attributes(config, manifest, forced),
+            image_file,
+            image_attributes(config, manifest, forced, run.id if run else None),
             manifest.image.sha256,
         )
         result.upload_s = round(time.monotonic() - started, 1)
@@ -116,14 +157,21 @@ def publish(
         return result
     if dry_run:
         result.members = {pid: "(would add)" for pid in members.values()}
-    else:
-        result.members = share(conn, result.image_id, list(members.values()))
-    result.rotation = rotate(
-        conn, role, result.image_id, config.publish.keep, config.publish.delete_after_days, dry_run
-    )
-    if result.uploaded:
+        result.rotation = rotate(
+            conn, role, result.image_id, config.publish.keep, config.publish.delete_after_days, True
+        )
+        return result
+    if publication is None:
         publication = Publication(
             cloud=cloud, image_id=result.image_id, name=name, when=utc_now(), forced=forced
         )
-        Manifest.update(build_dir, lambda manifest: manifest.publications.append(publication))
+        record(build_dir, publication)
+    result.members = share(conn, result.image_id, list(members.values()))
+    publication.shared, publication.members = utc_now(), list(result.members)
+    record(build_dir, publication)
+    result.rotation = rotate(
+        conn, role, result.image_id, config.publish.keep, config.publish.delete_after_days, False
+    )
+    publication.rotated = utc_now()
+    record(build_dir, publication)
     return result

@@ -97,18 +97,22 @@ def test_a_second_pipeline_is_refused_while_one_runs(config: Config) -> None:
 
 
 def test_resume_after_a_failed_stage(config: Config) -> None:
-    """Publishing db fails (no such cloud); the re-run publishes the same build, no rebuild."""
+    """A cloud typo costs seconds (checked first); db's build, never published to
+    devcloud-admin, is published there by the next run without a rebuild, and said so."""
     before = {r: [b.name for b in builds(config.output_dir, r)] for r in ROLES}
-    failed = pipeline(config.source, "db", "--cloud", "no-such-cloud", timeout=600)
-    assert failed.returncode == 1
-    assert "[db] publish failed" in failed.stderr
-    stages = {s["name"]: s["result"] for s in summary(config.output_dir)["roles"][0]["stages"]}
-    assert stages == {"build": "skipped", "test": "skipped", "site": "skipped", "publish": "failed"}
+    runs_before = sorted((config.output_dir / "pipeline").glob("*.json"))
+    failed = pipeline(config.source, "db", "--cloud", "no-such-cloud", timeout=120)
+    assert failed.returncode == 2
+    assert "--cloud no-such-cloud:" in failed.stderr
+    assert sorted((config.output_dir / "pipeline").glob("*.json")) == runs_before, "no run"
 
     resumed = pipeline(config.source, "db", "--cloud", "devcloud-admin", timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    stages = {s["name"]: s["result"] for s in summary(config.output_dir)["roles"][0]["stages"]}
+    (role,) = summary(config.output_dir)["roles"]
+    stages = {s["name"]: s["result"] for s in role["stages"]}
     assert stages == {"build": "skipped", "test": "skipped", "site": "skipped", "publish": "passed"}
+    assert role["resumed"] and "(resumed: no new build)" in resumed.stdout
+    assert f"finished build {role['build_id']} of an earlier run" in resumed.stderr
     assert {r: [b.name for b in builds(config.output_dir, r)] for r in ROLES} == before
 
 

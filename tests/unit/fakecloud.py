@@ -55,10 +55,18 @@ TOKEN = {
 class FakeCloud:
     """In-memory servers, keypairs and floating IPs behind the real REST paths."""
 
-    def __init__(self, mocker: requests_mock.Mocker, server_status: str = "ACTIVE") -> None:
+    def __init__(
+        self,
+        mocker: requests_mock.Mocker,
+        server_status: str = "ACTIVE",
+        images: list[dict[str, str]] | None = None,
+    ) -> None:
         self.server_status = server_status
+        self.images = images or [{"id": "img-1", "name": "imagekit-web-1"}]
         self.keypairs: dict[str, dict[str, Any]] = {}
         self.servers: dict[str, dict[str, Any]] = {}
+        # Every server create request body, as Nova received it.
+        self.server_requests: list[dict[str, Any]] = []
         self.floating_ips: dict[str, dict[str, Any]] = {}
         self.networks = [
             {"id": "net-private", "name": "private"},
@@ -108,7 +116,7 @@ class FakeCloud:
             (
                 "GET",
                 r"^/v2/images$",
-                lambda m: {"images": [{"id": "img-1", "name": "imagekit-web-1"}]},
+                lambda m: {"images": self.images},
             ),
             ("GET", r"^/v2.1/flavors/(?!detail$)(.+)$", lambda m: self._not_found(context)),
             (
@@ -189,6 +197,7 @@ class FakeCloud:
 
     def _create_server(self, body: dict[str, Any], context: Any) -> Any:
         server = body["server"]
+        self.server_requests.append(server)
         server_id = str(uuid.uuid4())
         self.servers[server_id] = {
             **server,

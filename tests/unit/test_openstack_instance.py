@@ -1,25 +1,33 @@
 """The OpenStack backend against a fake cloud at the HTTP boundary (no Nova runs here)."""
 
 import base64
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import openstack
 import pytest
+import requests
 import requests_mock
 
+from imagekit import runs, verify
+from imagekit.cli import main
+from imagekit.config import Config, load_config
 from imagekit.errors import ImagekitError
 from imagekit.instances import SshAddress, throwaway
 from imagekit.instances import openstack as backend
 from imagekit.instances.openstack import OpenStackInstance, ServerSettings
-from tests.unit.fakecloud import AUTH, FakeCloud
+from imagekit.instances.qemu import QemuInstance
+from imagekit.manifest import Manifest, Publication, Source, SuiteResult
+from tests.unit.fakecloud import AUTH, NOVA, FakeCloud
 
 SETTINGS = ServerSettings("m1.small", "private", "public", ["default"])
 
 
 @pytest.fixture
 def mocker() -> Iterator[requests_mock.Mocker]:
-    with requests_mock.Mocker() as m:
+    # Case-sensitive: keypair names (with our run id) keep their capitals in paths.
+    with requests_mock.Mocker(case_sensitive=True) as m:
         yield m
 
 
@@ -103,3 +111,153 @@ def test_a_failed_wait_still_deletes_server_keypair_and_ip(
         pass
     assert cloud.servers == {} and cloud.keypairs == {} and cloud.floating_ips == {}
     assert len(cloud.deleted) == 3
+
+
+CLOUDS_YAML = f"""clouds:
+  fake:
+    region_name: RegionOne
+    auth:
+      auth_url: {AUTH}
+      username: builder
+      password: secret
+      project_name: images
+      user_domain_name: Default
+      project_domain_name: Default
+"""
+BUILD_ID = "20261125T040000Z"
+
+
+@pytest.fixture
+def config(
+    write_config: Callable[[str], Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Config]:
+    """A config with test servers on the cloud 'fake', and one built web image."""
+    clouds = tmp_path / "clouds.yaml"
+    clouds.write_text(CLOUDS_YAML)
+    monkeypatch.setenv("OS_CLIENT_CONFIG_FILE", str(clouds))
+    monkeypatch.delenv("OS_CLOUD", raising=False)
+    config = load_config(
+        write_config(
+            "ssh_keys: [{key}]\n"
+            "openstack: {flavor: m1.small, network: private, floating_ip_network: public}\n"
+            "publish: {name_format: 'golden-{role}-{build_id}'}\n"
+        )
+    )
+    build_dir = config.output_dir / "web" / BUILD_ID
+    build_dir.mkdir(parents=True)
+    built = _manifest().model_copy(update={"build_id": BUILD_ID})
+    built.write(build_dir)
+    runs.start(config.cache_dir)  # as the CLI does: resources are tagged with its id
+    yield config
+    runs.end()
+
+
+def _manifest() -> Manifest:
+    return Manifest(
+        role="web",
+        build_id="x",
+        status="built",
+        created="2026-11-25T04:00:00Z",
+        builder_version="3.43.0",
+        source=Source(commit=None, dirty=False),
+        distribution="debian",
+        release="bookworm",
+        architecture="amd64",
+        elements=[],
+        admin_user="admin",
+        ssh_key_fingerprints=[],
+    )
+
+
+def run_test_on_cloud(config: Config, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`imagekit test --cloud fake web` above the HTTP boundary, the suite stood in for."""
+    monkeypatch.setattr(backend, "wait_until_ready", ready([]))
+    monkeypatch.setattr(
+        verify, "run_suite", lambda *args: SuiteResult(when="now", passed=True, tests=1)
+    )
+    target = verify.find_target(config, "web", None, None)
+    assert verify.test_image(config, target, verify.openstack_instances(config, "fake")).passed
+
+
+@pytest.mark.parametrize("published", [True, False], ids=["recorded-id", "publish-name"])
+def test_the_server_boots_the_published_image_with_the_rendered_user_data(
+    config: Config,
+    mocker: requests_mock.Mocker,
+    monkeypatch: pytest.MonkeyPatch,
+    published: bool,
+) -> None:
+    name = f"golden-web-{BUILD_ID}"  # publish.name_format
+    images = [
+        {"id": "img-default-name", "name": f"imagekit-web-{BUILD_ID}"},
+        {"id": "img-by-name", "name": name},
+        {"id": "img-published", "name": "renamed-since"},
+    ]
+    cloud = FakeCloud(mocker, images=images)
+    build_dir = config.output_dir / "web" / BUILD_ID
+    if published:
+        manifest = Manifest.read(build_dir)
+        manifest.publications = [
+            Publication(cloud="other", image_id="img-by-name", name=name, when="t"),
+            Publication(cloud="fake", image_id="img-published", name=name, when="t"),
+        ]
+        manifest.write(build_dir)
+
+    run_test_on_cloud(config, monkeypatch)
+
+    (server,) = cloud.server_requests
+    assert server["imageRef"] == ("img-published" if published else "img-by-name")
+    user_data = base64.b64decode(server["user_data"]).decode()
+    assert user_data == verify.instance_user_data(config, "web")
+    assert "web1" in user_data, "the role's example values, as the local VM gets them"
+    target = verify.find_target(config, "web", None, None)
+    local = verify.qemu_instances(config)(target, config.output_dir / "console.log")
+    assert isinstance(local, QemuInstance) and local.user_data == user_data
+    run = runs.current()
+    assert run is not None and server["metadata"]["imagekit_run"] == run.id
+    assert run.id in server["name"] and run.id in server["key_name"]
+    assert cloud.servers == {} and cloud.keypairs == {} and cloud.floating_ips == {}
+
+
+@pytest.mark.parametrize(
+    ("failure", "message"),
+    [
+        (
+            {"status_code": 401, "json": {"error": {"code": 401, "message": "bad password"}}},
+            "cloud 'fake': authentication failed: refused the credentials",
+        ),
+        (
+            {"exc": requests.exceptions.ConnectionError("Connection refused")},
+            "cloud 'fake': authentication failed: unreachable",
+        ),
+    ],
+    ids=["wrong-password", "keystone-unreachable"],
+)
+def test_keystone_failures_are_one_line_naming_the_cloud(
+    config: Config,
+    mocker: requests_mock.Mocker,
+    capsys: pytest.CaptureFixture[str],
+    failure: dict[str, Any],
+    message: str,
+) -> None:
+    FakeCloud(mocker)
+    mocker.post(f"{AUTH}/auth/tokens", **failure)
+    assert main(["--config", str(config.source), "test", "web", "--cloud", "fake"]) == 1
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1, err
+    assert message in err
+
+
+def test_a_nova_error_is_one_line_and_cleans_up(
+    config: Config,
+    mocker: requests_mock.Mocker,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    cloud = FakeCloud(mocker, images=[{"id": "img-2", "name": f"golden-web-{BUILD_ID}"}])
+    mocker.post(f"{NOVA}/servers", status_code=503, json={"message": "nova is down"})
+    monkeypatch.setattr(verify, "run_suite", lambda *args: pytest.fail("no server, no suite"))
+    assert main(["--config", str(config.source), "test", "web", "--cloud", "fake"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("imagekit: error: cloud 'fake': the test server failed: ")
+    assert "503" in err[-1]
+    assert cloud.keypairs == {}, "the keypair made before the failure was deleted"

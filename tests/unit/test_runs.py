@@ -1,0 +1,237 @@
+"""Crash recovery on the host: what a run killed with -9 left is found and removed, only that."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from imagekit import runs
+from imagekit.builders import recover_builds
+from imagekit.config import load_config
+from imagekit.errors import ImagekitError
+from imagekit.manifest import Manifest, Source
+
+
+def sleeper(*args: str) -> subprocess.Popen[bytes]:
+    """A process whose command line carries args (python ignores them)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(120)", *args], start_new_session=True
+    )
+    # /proc/PID/cmdline is empty for a moment after exec.
+    while not Path(f"/proc/{proc.pid}/cmdline").read_bytes():
+        time.sleep(0.01)
+    return proc
+
+
+@pytest.fixture(autouse=True)
+def no_current_run() -> Iterator[None]:
+    yield
+    runs.end()
+
+
+def dead_run(cache: Path, script: str) -> str:
+    """Run script in a registered run, then kill -9 it; returns the dead run's id."""
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from pathlib import Path; from imagekit import runs\n"
+            f"run = runs.start(Path({str(cache)!r}))\n{script}\n"
+            "print(run.id, flush=True); time.sleep(120)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert child.stdout is not None
+    run_id = child.stdout.readline().strip()
+    child.kill()
+    child.wait()
+    return run_id
+
+
+def gone(proc: subprocess.Popen[bytes], timeout: float = 10) -> bool:
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return False
+    return True
+
+
+def test_a_dead_runs_process_is_stopped_and_its_dir_removed(tmp_path: Path) -> None:
+    work = tmp_path / "imagekit-test-web-abc"
+    work.mkdir()
+    vm = sleeper(str(work / "overlay.qcow2"))
+    stranger = sleeper("not-ours")
+    try:
+        run_id = dead_run(
+            tmp_path / "cache",
+            f"run.note_process({vm.pid}, {str(work)!r}, [Path({str(work)!r})])\n"
+            # A recorded pid that now belongs to another process: never killed.
+            f"run.note_process({stranger.pid}, '/no/such/marker', [])",
+        )
+        assert runs.dead_runs(tmp_path / "cache") == [run_id]
+        done = runs.recover(tmp_path / "cache")
+        assert gone(vm), "the recorded process whose command line matched was stopped"
+        assert stranger.poll() is None, "a process that is not provably ours is left alone"
+        assert not work.exists()
+        assert f"stopped pid {vm.pid} left by run {run_id}" in done
+        assert not (tmp_path / "cache" / "runs" / run_id).exists()
+        assert runs.dead_runs(tmp_path / "cache") == []
+    finally:
+        for proc in (vm, stranger):
+            proc.kill()
+            proc.wait()
+
+
+def test_a_live_run_is_left_alone(tmp_path: Path) -> None:
+    vm = sleeper("marker-live")
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import time; from pathlib import Path; from imagekit import runs\n"
+            f"run = runs.start(Path({str(tmp_path)!r}))\n"
+            f"run.note_process({vm.pid}, 'marker-live', [])\n"
+            "print('ready', flush=True); time.sleep(120)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "ready\n"
+        assert runs.recover(tmp_path) == []
+        assert runs.dead_runs(tmp_path) == []
+        assert vm.poll() is None
+    finally:
+        for proc in (vm, holder):
+            proc.kill()
+            proc.wait()
+
+
+def test_a_normal_exit_leaves_no_record(tmp_path: Path) -> None:
+    run = runs.start(tmp_path)
+    run.note_process(os.getpid(), "x", [])
+    runs.end()
+    assert list((tmp_path / "runs").iterdir()) == []
+
+
+def test_children_die_with_their_parent(tmp_path: Path) -> None:
+    """kill -9 of imagekit: the kernel stops the child made with die_with_parent."""
+    parent = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import signal, subprocess, sys, time; from imagekit import runs\n"
+            "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'],"
+            " preexec_fn=runs.die_with_parent(signal.SIGTERM))\n"
+            "print(child.pid, flush=True); time.sleep(120)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert parent.stdout is not None
+    child = int(parent.stdout.readline())
+    parent.kill()
+    parent.wait()
+    deadline = time.monotonic() + 10
+    while not dead_or_zombie(child) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert dead_or_zombie(child)
+
+
+def dead_or_zombie(pid: int) -> bool:
+    """Gone, or a zombie waiting for init (its new parent) to reap it."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1].startswith("Z")
+    except FileNotFoundError:
+        return True
+
+
+def test_cloud_leftovers_are_kept_until_the_cloud_is_cleaned(tmp_path: Path) -> None:
+    run_id = dead_run(tmp_path, "run.note_cloud('prod', 'images')")
+    calls: list[tuple[str, str, list[str]]] = []
+
+    def unreachable(cloud: str, dead: str, kinds: list[str]) -> list[str]:
+        calls.append((cloud, dead, kinds))
+        raise ImagekitError("unreachable: Connection refused")
+
+    # A command without a cloud says so and keeps the record.
+    (said,) = runs.recover(tmp_path)
+    assert "may have left resources in cloud prod" in said and "imagekit cleanup" in said
+    done = runs.recover(tmp_path, unreachable, {"prod"})
+    assert calls == [("prod", run_id, ["images"])]
+    assert any("cloud 'prod' not cleaned up: unreachable" in line for line in done)
+    record = tmp_path / "runs" / run_id / "clouds.json"
+    assert json.loads(record.read_text()) == {"prod": ["images"]}
+
+    done = runs.recover(tmp_path, lambda c, r, k: [f"deleted queued image of {r} in {c}"])
+    assert done == [f"deleted queued image of {run_id} in prod"]
+    assert not (tmp_path / "runs" / run_id).exists()
+
+
+def test_stop_process_needs_the_marker(tmp_path: Path) -> None:
+    proc = sleeper("marker-a")
+    try:
+        assert not runs.stop_process(proc.pid, "marker-b")
+        assert proc.poll() is None
+        assert runs.stop_process(proc.pid, "marker-a")
+        assert gone(proc)
+        assert proc.returncode == -signal.SIGTERM
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def building(build_dir: Path, run_id: str | None) -> Manifest:
+    manifest = Manifest(
+        role="web",
+        build_id=build_dir.name,
+        status="building",
+        created="2026-11-25T04:00:00Z",
+        builder_version="3.43.0",
+        source=Source(commit=None, dirty=False),
+        distribution="debian",
+        release="bookworm",
+        architecture="amd64",
+        elements=[],
+        admin_user="admin",
+        ssh_key_fingerprints=[],
+        run_id=run_id,
+    )
+    build_dir.mkdir(parents=True)
+    manifest.write(build_dir)
+    (build_dir / "web.qcow2").write_bytes(b"half")
+    return manifest
+
+
+def test_a_build_whose_builder_died_is_marked_failed(
+    write_config: Callable[[str], Path], tmp_path: Path
+) -> None:
+    config = load_config(write_config("ssh_keys: [{key}]\n"))
+    dead = dead_run(config.cache_dir, "")
+    live = runs.start(config.cache_dir).id  # this process: alive
+    stuck = config.output_dir / "web" / "20261125T040000Z"
+    running = config.output_dir / "web" / "20261125T040100Z"
+    legacy = config.output_dir / "web" / "20261125T040200Z"
+    building(stuck, dead)
+    building(running, live)
+    building(legacy, None)  # no run id: its builder cannot be proven dead
+    work = config.cache_dir / "tmp" / f"web-{stuck.name}"
+    work.mkdir(parents=True)
+
+    done = recover_builds(config)
+
+    manifest = Manifest.read(stuck)
+    assert manifest.status == "failed" and f"run {dead}" in (manifest.error or "")
+    assert manifest.finished is not None
+    assert not (stuck / "web.qcow2").exists() and not work.exists()
+    assert done == [f"removed {work}", f"marked build {stuck} failed (its builder died)"]
+    for untouched in (running, legacy):
+        assert Manifest.read(untouched).status == "building"
+        assert (untouched / "web.qcow2").exists()
