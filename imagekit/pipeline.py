@@ -61,6 +61,12 @@ class RoleRun:
         return all(s.result in ("passed", "skipped") for s in before)
 
 
+# A stage stops itself in order if the pipeline dies (kill -9 included): the kernel
+# sends it SIGTERM. setpriv, because preexec_fn is unsafe with threads; the thread
+# that starts a stage waits for it, so outlives it.
+DIE_WITH_PIPELINE = ["setpriv", "--pdeathsig", "TERM", "--"]
+
+
 def default_test_jobs() -> int:
     """Throwaway VMs at once: one core and ~1.5 GiB each, one core kept for the build."""
     cores = os.cpu_count() or 1
@@ -232,7 +238,7 @@ class Pipeline:
     def _imagekit(self, args: list[str], log: Path) -> int:
         with log.open("w") as out:
             child = subprocess.Popen(
-                [sys.executable, "-m", "imagekit", *args],
+                [*DIE_WITH_PIPELINE, sys.executable, "-m", "imagekit", *args],
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 text=True,
