@@ -169,6 +169,22 @@ def suite_context(config: Config, role: str, address: SshAddress) -> dict[str, o
     }
 
 
+def pytest_command(junit: Path, *args: str) -> list[str]:
+    """How imagekit runs a suite (role or site): quiet, no cache, a JUnit report."""
+    return [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-p",
+        "no:cacheprovider",
+        "-q",
+        "--color=no",
+        f"--rootdir={CHECKOUT}",
+        f"--junitxml={junit}",
+        *args,
+    ]
+
+
 def run_suite(
     config: Config, role: str, address: SshAddress, junit: Path, files: list[Path] | None = None
 ) -> SuiteResult:
@@ -181,21 +197,13 @@ def run_suite(
         ssh_config.write_text(
             "Host *\n  StrictHostKeyChecking no\n  UserKnownHostsFile /dev/null\n"
         )
-        cmd = [
-            sys.executable,
-            "-m",
-            "pytest",
-            "-p",
-            "no:cacheprovider",
-            "-q",
-            "--color=no",
-            f"--rootdir={CHECKOUT}",
+        cmd = pytest_command(
+            junit,
             f"--hosts=paramiko://{address.user}@{address.host}:{address.port}",
             f"--ssh-identity-file={address.key_file}",
             f"--ssh-config={ssh_config}",
-            f"--junitxml={junit}",
             *map(str, files or suite_files(role)),
-        ]
+        )
         started = time.monotonic()
         subprocess.run(cmd, env={**os.environ, "IMAGEKIT_SUITE_CONTEXT": str(context)}, check=False)
         seconds = round(time.monotonic() - started, 1)

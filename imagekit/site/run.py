@@ -33,6 +33,7 @@ from imagekit.roles import CHECKOUT
 from imagekit.site import network
 from imagekit.site.model import MEMORY_MB, Site, SiteInstance
 from imagekit.userdata import render_user_data
+from imagekit.verify import pytest_command
 
 SUITE_DIR = CHECKOUT / "tests" / "site"
 STATE = "state.json"
@@ -275,19 +276,7 @@ class SiteRun:
         context = self.workdir / "context.json"
         context.write_text(json.dumps(self.context(), indent=2))
         junit = self.reports / "site-report.xml"
-        cmd = [
-            *self.network.exec_prefix(),
-            sys.executable,
-            "-m",
-            "pytest",
-            "-p",
-            "no:cacheprovider",
-            "-q",
-            "--color=no",
-            f"--rootdir={CHECKOUT}",
-            f"--junitxml={junit}",
-            str(SUITE_DIR),
-        ]
+        cmd = [*self.network.exec_prefix(), *pytest_command(junit, str(SUITE_DIR))]
         started = time.monotonic()
         with (self.reports / "site-suite.log").open("w") as log:
             subprocess.run(
