@@ -9,30 +9,20 @@ from imagekit.errors import UserError
 from imagekit.manifest import (
     MANIFEST,
     Manifest,
-    Source,
     SuiteResult,
     latest_build,
     new_build_id,
     read_dpkg_manifest,
 )
+from tests.unit.manifests import make_manifest
 
 
 def _manifest(role: str, build_id: str, status: str) -> Manifest:
-    return Manifest.model_validate(
-        {
-            "role": role,
-            "build_id": build_id,
-            "status": status,
-            "created": "2026-11-24T00:00:00Z",
-            "builder_version": "3.43.0",
-            "source": Source(commit=None, dirty=False),
-            "distribution": "debian",
-            "release": "bookworm",
-            "architecture": "amd64",
-            "elements": ["debian-minimal", "vm", f"imagekit-{role}"],
-            "admin_user": "admin",
-            "ssh_key_fingerprints": [],
-        }
+    return make_manifest(
+        role=role,
+        build_id=build_id,
+        status=status,
+        elements=["debian-minimal", "vm", f"imagekit-{role}"],
     )
 
 

@@ -18,8 +18,9 @@ from imagekit.instances import SshAddress, throwaway
 from imagekit.instances import openstack as backend
 from imagekit.instances.openstack import OpenStackInstance, ServerSettings
 from imagekit.instances.qemu import QemuInstance
-from imagekit.manifest import Manifest, Publication, Source, SuiteResult
+from imagekit.manifest import Manifest, Publication, SuiteResult
 from tests.unit.fakecloud import AUTH, NOVA, FakeCloud
+from tests.unit.manifests import make_manifest
 
 SETTINGS = ServerSettings("m1.small", "private", "public", ["default"])
 
@@ -153,20 +154,7 @@ def config(
 
 
 def _manifest() -> Manifest:
-    return Manifest(
-        role="web",
-        build_id="x",
-        status="built",
-        created="2026-11-25T04:00:00Z",
-        builder_version="3.43.0",
-        source=Source(commit=None, dirty=False),
-        distribution="debian",
-        release="bookworm",
-        architecture="amd64",
-        elements=[],
-        admin_user="admin",
-        ssh_key_fingerprints=[],
-    )
+    return make_manifest(build_id="x")
 
 
 def run_test_on_cloud(config: Config, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -12,26 +12,16 @@ import pytest
 from imagekit import cli
 from imagekit.config import load_config
 from imagekit.devcloud import DevCloud
-from imagekit.manifest import ImageFile, Manifest, Publication, Source, SuiteResult
+from imagekit.manifest import ImageFile, Publication, SuiteResult
 from imagekit.pipeline import resume_point
+from tests.unit.manifests import make_manifest
 
 WriteConfig = Callable[[str], Path]
 
 
 def built(output_dir: Path, build_id: str, publications: list[Publication]) -> None:
-    manifest = Manifest(
-        role="web",
+    manifest = make_manifest(
         build_id=build_id,
-        status="built",
-        created="2026-11-25T04:00:00Z",
-        builder_version="3.43.0",
-        source=Source(commit=None, dirty=False),
-        distribution="debian",
-        release="bookworm",
-        architecture="amd64",
-        elements=[],
-        admin_user="admin",
-        ssh_key_fingerprints=[],
         image=ImageFile(
             file="web.qcow2", format="qcow2", size_bytes=1, virtual_size_bytes=1, sha256="0"
         ),

@@ -19,7 +19,7 @@ from imagekit.config import Config, load_config
 from imagekit.manifest import Manifest, Publication, SiteTestRecord, SuiteResult
 from imagekit.pipeline import DIE_WITH_PIPELINE, Pipeline, resume_point
 from imagekit.site.model import DEFAULT_SITE
-from tests.unit.test_manifest import _manifest
+from tests.unit.manifests import make_manifest
 
 Outcomes = dict[str, dict[str, str]]
 
@@ -47,7 +47,7 @@ class FakeImagekit:
         if command == "build":
             build_dir = self._dir(role, "20261125T000000Z")
             build_dir.mkdir(parents=True)
-            _manifest(role, build_dir.name, "built").write(build_dir)
+            make_manifest(role=role, build_id=build_dir.name).write(build_dir)
         elif command == "test":
             record = SuiteResult(when="now", passed=True, tests=3)
             Manifest.update(self._dir(role, args[5]), lambda m: m.tests.append(record))

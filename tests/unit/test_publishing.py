@@ -14,24 +14,16 @@ from imagekit.manifest import ImageFile, Manifest, Source
 from imagekit.publishing.attributes import image_attributes
 from imagekit.publishing.rotation import plan
 from imagekit.publishing.upload import is_transient
+from tests.unit.manifests import make_manifest
 
 NOW = datetime(2026, 11, 24, tzinfo=UTC)
 
 
 def _manifest() -> Manifest:
-    return Manifest(
-        role="web",
+    return make_manifest(
         build_id="20261124T133811Z",
-        status="built",
         created="2026-11-24T13:38:11Z",
-        builder_version="3.43.0",
         source=Source(commit="abc123", dirty=True),
-        distribution="debian",
-        release="bookworm",
-        architecture="amd64",
-        elements=[],
-        admin_user="admin",
-        ssh_key_fingerprints=[],
         image=ImageFile(
             file="web.qcow2",
             format="qcow2",

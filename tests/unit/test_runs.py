@@ -15,7 +15,8 @@ from imagekit import runs
 from imagekit.builders import recover_builds
 from imagekit.config import load_config
 from imagekit.errors import ImagekitError
-from imagekit.manifest import Manifest, Source
+from imagekit.manifest import Manifest
+from tests.unit.manifests import make_manifest
 
 
 def sleeper(*args: str) -> subprocess.Popen[bytes]:
@@ -189,19 +190,9 @@ def test_stop_process_needs_the_marker(tmp_path: Path) -> None:
 
 
 def building(build_dir: Path, run_id: str | None) -> Manifest:
-    manifest = Manifest(
-        role="web",
+    manifest = make_manifest(
         build_id=build_dir.name,
         status="building",
-        created="2026-11-25T04:00:00Z",
-        builder_version="3.43.0",
-        source=Source(commit=None, dirty=False),
-        distribution="debian",
-        release="bookworm",
-        architecture="amd64",
-        elements=[],
-        admin_user="admin",
-        ssh_key_fingerprints=[],
         run_id=run_id,
     )
     build_dir.mkdir(parents=True)
