@@ -102,6 +102,9 @@ class Pipeline:
         self.logs = config.output_dir / "pipeline" / self.run_id
         self.build_slot = threading.Semaphore(1)
         self.test_slots = threading.Semaphore(test_jobs)
+        # After the site test every role is ready to publish at once: one upload at a
+        # time (they share the uplink, and the image service's database).
+        self.publish_slot = threading.Semaphore(1)
         self.stopping = threading.Event()
         self.children: set[subprocess.Popen[str]] = set()
         self.lock = threading.Lock()
@@ -198,11 +201,14 @@ class Pipeline:
         if stage.name == "publish":
             args += ["--cloud", self.cloud]
         before = {b.name for b in builds(self.config.output_dir, run.role)}
-        slot = {"build": self.build_slot, "test": self.test_slots}.get(stage.name)
+        slot = {
+            "build": self.build_slot,
+            "test": self.test_slots,
+            "publish": self.publish_slot,
+        }[stage.name]
         log = self.logs / f"{run.role}-{stage.name}.log"
         stage.log = str(log)
-        if slot:
-            slot.acquire()
+        slot.acquire()
         try:
             if self.stopping.is_set():
                 stage.result = "not run"
@@ -212,8 +218,7 @@ class Pipeline:
             returncode = self._imagekit(args, log)
             stage.seconds = round(time.monotonic() - started, 1)
         finally:
-            if slot:
-                slot.release()
+            slot.release()
         stage.result = "passed" if returncode == 0 else "failed"
         # What the stage recorded, not what it printed, says what it made.
         if stage.name == "build" and returncode == 0:

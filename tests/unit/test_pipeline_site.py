@@ -30,6 +30,7 @@ class FakeImagekit:
     def __init__(self, config: Config, failing: set[str]) -> None:
         self.config, self.failing = config, failing
         self.calls: list[list[str]] = []
+        self.publishing, self.most_publishing = 0, 0
 
     def __call__(self, args: list[str]) -> int:
         self.calls.append(args)
@@ -52,6 +53,10 @@ class FakeImagekit:
             record = SuiteResult(when="now", passed=True, tests=3)
             Manifest.update(self._dir(role, args[5]), lambda m: m.tests.append(record))
         elif command == "publish":
+            self.publishing += 1
+            self.most_publishing = max(self.most_publishing, self.publishing)
+            time.sleep(0.2)  # long enough for another role's publish to overlap, if it could
+            self.publishing -= 1
             publication = Publication(
                 cloud="c", image_id=f"id-{role}", name=role, when="now", shared="now", rotated="now"
             )
@@ -101,6 +106,8 @@ def test_one_site_test_between_the_roles_tests_and_publishing(
         "--build=web=20261125T000000Z",
     ]
     assert site_call[site_call.index("--site") + 1] == str(DEFAULT_SITE)
+    # Every role is ready to publish at once after the site test: one upload at a time.
+    assert fake.most_publishing == 1
 
 
 def test_a_role_failing_its_suite_is_left_out_of_the_site_and_not_published(
