@@ -14,6 +14,7 @@ cloud: servers, networks and ports of a previous run are gone.
 """
 
 import contextlib
+import functools
 import json
 import os
 import secrets
@@ -21,6 +22,9 @@ import shutil
 import socket
 import subprocess
 import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -69,7 +73,7 @@ SETUP_VERSION = 1
 HOST = "imagekit-devcloud"  # Nova's and Neutron's host: port binding needs the same name
 REGION = "RegionOne"
 APIS = {
-    "placement": ("placement.wsgi.api:application", "placement", "placement"),
+    "placement": ("placement.wsgi.api:application", "placement", ""),
     "nova": ("nova.wsgi.osapi_compute:application", "compute", "v2.1"),
     "neutron": ("neutron.wsgi.api:application", "network", ""),
 }
@@ -97,6 +101,7 @@ PROJECT_SUBNETS = {"images": "10.20.0.0/24", "alpha": "10.21.0.0/24"}
 FLAVORS = {"imagekit.small": (1, 1024, 4), "imagekit.tiny": (1, 640, 4)}  # vCPUs, MiB, GB
 # Neutron's own namespaces (DHCP servers and routers) on this host.
 NEUTRON_NAMESPACES = ("qdhcp-", "qrouter-")
+AGENTS = ("neutron-openvswitch-agent", "neutron-dhcp-agent", "neutron-l3-agent")
 READY_TIMEOUT = 300.0
 
 AUTH = """\
@@ -112,7 +117,7 @@ password = {password}
 
 PLACEMENT_CONF = """\
 [placement_database]
-connection = {db}/placement
+connection = {db_placement}
 [api]
 auth_strategy = keystone
 [keystone_authtoken]
@@ -171,9 +176,9 @@ helper_command = {privsep}
 # nova-compute gets no database access (as in devstack): only the others do.
 NOVA_DATABASES = """\
 [api_database]
-connection = {db}/nova_api
+connection = {db_nova_api}
 [database]
-connection = {db}/nova
+connection = {db_nova}
 """
 
 NEUTRON_CONF = """\
@@ -196,7 +201,7 @@ ovs_use_veth = True
 enable_isolated_metadata = False
 enable_metadata_proxy = False
 [database]
-connection = {db}/neutron
+connection = {db_neutron}
 [keystone_authtoken]
 www_authenticate_uri = http://127.0.0.1:{keystone_port}
 {auth_neutron}
@@ -254,7 +259,7 @@ class ComputeCloud:
         install_packages(missing_packages(APT_PACKAGES))
 
     def is_up(self) -> bool:
-        return all(daemon.pid() is not None for daemon in self._daemons()) and self._ready()
+        return all(daemon.pid() is not None for daemon in self.daemons()) and self._ready()
 
     def up(self, fresh: bool = False) -> None:
         """Start on the running Keystone + Glance; base.up() calls this under its lock."""
@@ -262,12 +267,13 @@ class ComputeCloud:
         for path in ("nova", "neutron", "rabbitmq", "run"):
             shutil.rmtree(self.dir / path, ignore_errors=True)
             (self.dir / path).mkdir(parents=True)
+        (self.dir / "nova" / "instances").mkdir()
         warm = not fresh and self._restore()
         if not warm:
             self._prepare()
         self._write_config()
         self._patch_host()
-        for name in ("mariadb", "rabbitmq", "ovsdb-server"):
+        for name in ("mariadb", "rabbitmq"):
             self._start(name)
         self._wait_for(self.socket.exists, "mariadb")
         self._wait_for(lambda: _listening(self._ports()["rabbitmq"]), "rabbitmq")
@@ -277,7 +283,17 @@ class ComputeCloud:
         if not warm:
             self._sync_databases()
         self._register()
-        for name in self._services():
+        for name in APIS:
+            self._start(name)
+        # Nova's services exit when Placement does not answer yet.
+        for name, port in self._ports().items():
+            if name in APIS:
+                self._wait_for(functools.partial(_answers, port), name)
+        for name in self._services()[len(APIS) :]:
+            if name == AGENTS[0]:
+                # Agents whose first RPC call times out wait a minute before the next:
+                # the RPC server has had the nova services' start-up to get ready.
+                self._wait_for(self._compute_up, "nova-compute", READY_TIMEOUT)
             self._start(name)
         self._wait_ready()
         self._create_resources()
@@ -293,7 +309,10 @@ class ComputeCloud:
         for namespace in _namespaces():
             if namespace.startswith(NEUTRON_NAMESPACES) or namespace == PUBLIC_NS:
                 _delete_namespace(namespace)
-        for name in ("libvirtd", "virtlogd", "ovs-vswitchd", "ovsdb-server", "rabbitmq"):
+        self._daemon("libvirtd").stop()
+        self._daemon("virtlogd").stop()
+        self._delete_bridges()
+        for name in ("ovs-vswitchd", "ovsdb-server", "rabbitmq"):
             self._daemon(name).stop()
         self._stop_epmd()
         self._daemon("mariadb").stop(timeout=60)  # a clean shutdown keeps the data dir whole
@@ -356,11 +375,14 @@ class ComputeCloud:
         self._sql(sql, log)
         bin_dir = self.base.venv / "bin"
         nova = [str(bin_dir / "nova-manage"), "--config-file", str(self.etc / "nova" / "nova.conf")]
-        db = self._db_url()
         for command in (
-            [str(bin_dir / "placement-manage"), "db", "sync"],
+            [
+                str(bin_dir / "placement-manage"),
+                *("--config-file", str(self.etc / "placement" / "placement.conf")),
+                *("db", "sync"),
+            ],
             [*nova, "api_db", "sync"],
-            [*nova, "cell_v2", "map_cell0", "--database_connection", f"{db}/nova_cell0"],
+            [*nova, "cell_v2", "map_cell0"],
             [*nova, "cell_v2", "create_cell", "--name", "cell1"],
             [*nova, "db", "sync"],
             [
@@ -418,7 +440,7 @@ class ComputeCloud:
             "state": self.dir,
             "etc": self.etc,
             "venv": venv,
-            "db": self._db_url(),
+            **{f"db_{name}": self._db_url(name) for name in DATABASES},
             "ovsdb": OVSDB,
             "keystone_port": keystone_port,
             "transport_url": (
@@ -466,6 +488,7 @@ class ComputeCloud:
         ovs_dir.mkdir(exist_ok=True)
         schema = "/usr/share/openvswitch/vswitch.ovsschema"
         self._host_run(["ovsdb-tool", "create", str(ovs_dir / "conf.db"), schema])
+        self._start("ovsdb-server")
         self._wait_for(lambda: (OVS_RUN / "db.sock").exists(), "ovsdb-server")
         # Without TSO the userspace datapath left guests' TCP checksums wrong: SSH timed out.
         self._vsctl("--no-wait", "init")
@@ -520,6 +543,17 @@ class ComputeCloud:
             ],
         ):
             self._host_run(command)
+
+    def _delete_bridges(self) -> None:
+        """br-ex, br-int, br-tun: the userspace datapath leaves their taps behind otherwise."""
+        if self._daemon("ovs-vswitchd").pid() is None:
+            return
+        ovs = ["ovs-vsctl", f"--db={OVSDB}", "--timeout=10"]
+        listed = subprocess.run([*ovs, "list-br"], capture_output=True, text=True, check=False)
+        for bridge in listed.stdout.split():
+            subprocess.run(
+                [*ovs, "--if-exists", "del-br", bridge], capture_output=True, check=False
+            )
 
     def _register(self) -> None:
         """Service users, services and endpoints in Keystone (restored without them)."""
@@ -623,12 +657,10 @@ class ComputeCloud:
             "nova-conductor",
             "nova-scheduler",
             "nova-compute",
-            "neutron-openvswitch-agent",
-            "neutron-dhcp-agent",
-            "neutron-l3-agent",
+            *AGENTS,
         ]
 
-    def _daemons(self) -> list[Daemon]:
+    def daemons(self) -> list[Daemon]:
         names = ["mariadb", "rabbitmq", "ovsdb-server", "ovs-vswitchd", "virtlogd", "libvirtd"]
         return [self._daemon(name) for name in names + self._services()]
 
@@ -686,6 +718,7 @@ class ComputeCloud:
                 "OS_PLACEMENT_CONFIG_DIR": str(self.etc / "placement"),
                 "OS_NOVA_CONFIG_DIR": str(self.etc / "nova"),
                 "OS_NEUTRON_CONFIG_DIR": str(self.etc / "neutron"),
+                "OS_NEUTRON_CONFIG_FILES": "neutron.conf",  # not also plugins/ml2/ml2_conf.ini
                 # RabbitMQ and Erlang's port mapper: our files, our ports, loopback only.
                 "HOME": str(rabbit),
                 "RABBITMQ_NODENAME": "imagekit@localhost",
@@ -729,6 +762,18 @@ class ComputeCloud:
 
     # -- readiness -------------------------------------------------------------------
 
+    def _compute_up(self) -> bool:
+        try:
+            conn = self.base.connect("devcloud-admin", timeout=10)
+            try:
+                return any(
+                    s.binary == "nova-compute" and s.state == "up" for s in conn.compute.services()
+                )
+            finally:
+                conn.close()
+        except (SDKException, ClientException, OSError):
+            return False
+
     def _ready(self) -> bool:
         """nova-compute is up and a hypervisor found; the three Neutron agents are alive."""
         try:
@@ -751,7 +796,7 @@ class ComputeCloud:
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + READY_TIMEOUT
         while not self._ready():
-            for daemon in self._daemons():
+            for daemon in self.daemons():
                 if daemon.pid() is None:
                     raise ImagekitError(
                         f"dev cloud: {daemon.name} exited while starting; see {daemon.log}"
@@ -762,7 +807,7 @@ class ComputeCloud:
                 )
             time.sleep(1)
 
-    def _wait_for(self, ready: Any, name: str, timeout: float = 60) -> None:
+    def _wait_for(self, ready: Callable[[], bool], name: str, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
         while not ready():
             daemon = self._daemon(name)
@@ -780,9 +825,11 @@ class ComputeCloud:
     def _secrets(self) -> dict[str, str]:
         return dict(json.loads((self.dir / "secrets.json").read_text()))
 
-    def _db_url(self) -> str:
+    def _db_url(self, database: str) -> str:
         password = self._secrets()["db"]
-        return f"mysql+pymysql://openstack:{password}@localhost?unix_socket={self.socket}"
+        return (
+            f"mysql+pymysql://openstack:{password}@localhost/{database}?unix_socket={self.socket}"
+        )
 
     def _sql(self, sql: str, log: Path) -> None:
         command = ["mariadb", "--no-defaults", f"--socket={self.socket}", "-u", "root"]
@@ -827,6 +874,17 @@ def _delete_namespace(namespace: str) -> None:
         with contextlib.suppress(ProcessLookupError, ValueError):
             os.kill(int(pid), 15)
     subprocess.run(["ip", "netns", "delete", namespace], capture_output=True, check=False)
+
+
+def _answers(port: int) -> bool:
+    """An HTTP server answers on 127.0.0.1:port (any status)."""
+    try:
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5).close()
+    except urllib.error.HTTPError:
+        return True
+    except OSError:
+        return False
+    return True
 
 
 def _listening(port: int) -> bool:

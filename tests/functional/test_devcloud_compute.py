@@ -1,0 +1,196 @@
+"""The dev cloud with compute, for real: a Nova server from a role image on Neutron.
+
+One compute dev cloud per session (module fixture `compute`); the web image is
+the session's real build, published to Glance. Times and memory go to stdout.
+"""
+
+import base64
+import secrets
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from imagekit import devcloud_compute
+from imagekit.config import Config
+from imagekit.devcloud import DevCloud
+from imagekit.publishing.publish import publish
+
+BOOT_TIMEOUT = 900  # a real image under TCG on a busy host
+
+
+def rss_mib(pids: list[int]) -> int:
+    """Summed resident memory of these process groups (all their processes)."""
+    total = 0
+    for status in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = status.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) in pids:  # process group
+            total += int(fields[21]) * 4096  # rss pages
+    return total // (1 << 20)
+
+
+def cloud_rss_mib(cloud: DevCloud) -> int:
+    daemons = [cloud.daemon(name) for name in ("keystone", "glance")]
+    daemons += cloud.compute.daemons()
+    groups = [pid for daemon in daemons if (pid := daemon.pid()) is not None]
+    return rss_mib(groups)
+
+
+@pytest.fixture(scope="module")
+def compute(devcloud: DevCloud) -> Iterator[DevCloud]:
+    """The session's dev cloud with compute: cold (or warm) up, down, warm up, measured."""
+    timings = {}
+    steps: list[tuple[str, Callable[[], None]]] = [
+        ("up --compute", lambda: devcloud.up(compute=True)),
+        ("down", devcloud.down),
+        ("warm up --compute", lambda: devcloud.up(compute=True)),
+    ]
+    for step, action in steps:
+        started = time.monotonic()
+        action()
+        timings[step] = time.monotonic() - started
+    print(f"\ncompute dev cloud: {timings}; RSS {cloud_rss_mib(devcloud)} MiB")
+    try:
+        yield devcloud
+    finally:
+        devcloud.down()
+        assert host_leftovers() == []
+        devcloud.up()  # the plain dev cloud again, for the session's other tests
+
+
+def host_leftovers() -> list[str]:
+    """Guests, namespaces, taps and bridges of the compute dev cloud left on the host."""
+    found = []
+    guests = subprocess.run(["virsh", "list", "--all", "--name"], capture_output=True, text=True)
+    found += [f"guest {name}" for name in guests.stdout.split()]
+    namespaces = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    found += [
+        f"namespace {name}"
+        for name in namespaces.split()
+        if name.startswith(("qdhcp-", "qrouter-", devcloud_compute.PUBLIC_NS))
+    ]
+    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+    found += [
+        f"link {line.split(':')[1].strip()}"
+        for line in links.splitlines()
+        if line.split(":")[1].strip().startswith(("tap", "qr-", "qg-", "br-", "ikdc-", "vxlan"))
+    ]
+    return found
+
+
+def ssh(address: str, key: Path, user: str, command: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [
+            *("ip", "netns", "exec", devcloud_compute.PUBLIC_NS, "ssh", "-i", str(key)),
+            *("-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null"),
+            *("-o", "ConnectTimeout=10", "-o", "BatchMode=yes", f"{user}@{address}", command),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def wait_for_ssh(address: str, key: Path, user: str, command: str) -> tuple[str, float]:
+    started = time.monotonic()
+    while True:
+        result = ssh(address, key, user, command)
+        if result.returncode == 0:
+            return result.stdout, time.monotonic() - started
+        if time.monotonic() - started > BOOT_TIMEOUT:
+            raise AssertionError(f"no SSH to {address}: {result.stderr[-500:]}")
+        time.sleep(5)
+
+
+def nothing_left(conn: Any, name: str) -> None:
+    assert [s.name for s in conn.compute.servers() if s.name == name] == []
+    assert [k.name for k in conn.compute.keypairs() if k.name == name] == []
+    assert list(conn.network.ips()) == []
+    # Only the router's and DHCP's ports stay on the tenant network.
+    owners = {port.device_owner for port in conn.network.ports()}
+    assert owners <= {"network:router_interface", "network:dhcp", "network:router_gateway"}
+
+
+def test_server_boots_from_glance_with_keypair_user_data_and_floating_ip(
+    compute: DevCloud,
+    built: Callable[[str], Path],
+    config: Config,
+    clouds_yaml: None,
+    tmp_path: Path,
+) -> None:
+    build_dir = built("web")
+    cfg = config.model_copy(
+        update={
+            "publish": config.publish.model_copy(update={"name_format": "ct-{role}-{build_id}"})
+        }
+    )
+    image_id = publish(cfg, "web", "devcloud", build_id=build_dir.name, force=True).image_id
+    assert image_id
+
+    key = tmp_path / "id_ed25519"  # not the key baked into the image: Nova's keypair
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    proof = secrets.token_hex(8)
+    user_data = (
+        "#cloud-config\n"
+        f"write_files:\n- path: /var/tmp/proof\n  content: '{proof}'\n  permissions: '0644'\n"
+    )
+    name = f"ct-{proof}"
+    conn = compute.connect("devcloud")
+    try:
+        keypair = conn.compute.create_keypair(
+            name=name, public_key=key.with_suffix(".pub").read_text()
+        )
+        network = conn.network.find_network(devcloud_compute.NETWORK, ignore_missing=False)
+        started = time.monotonic()
+        server = conn.compute.create_server(
+            name=name,
+            image_id=image_id,
+            flavor_id=conn.compute.find_flavor("imagekit.small", ignore_missing=False).id,
+            networks=[{"uuid": network.id}],
+            key_name=keypair.name,
+            user_data=base64.b64encode(user_data.encode()).decode(),
+            security_groups=[{"name": devcloud_compute.SECURITY_GROUP}],
+        )
+        server = conn.compute.wait_for_server(server, wait=600)
+        active = time.monotonic() - started
+        assert server.has_config_drive
+        public = conn.network.find_network(devcloud_compute.PUBLIC_NETWORK, ignore_missing=False)
+        port = next(iter(conn.network.ports(device_id=server.id)))
+        ip = conn.network.create_ip(floating_network_id=public.id, port_id=port.id)
+
+        # Not reachable from the root namespace: only from inside the dev cloud's.
+        outside = subprocess.run(
+            ["ping", "-c", "1", "-W", "2", ip.floating_ip_address], capture_output=True
+        )
+        assert outside.returncode != 0
+        output, to_ssh = wait_for_ssh(
+            ip.floating_ip_address, key, config.admin_user, "cat /var/tmp/proof"
+        )
+        assert output.strip() == proof
+        print(f"\nserver ACTIVE in {active:.0f} s, SSH {active + to_ssh:.0f} s after create")
+        assert len(virsh_guests()) == 1
+
+        conn.network.delete_ip(ip)
+        conn.compute.delete_server(server)
+        conn.compute.wait_for_delete(server, wait=300)
+        conn.compute.delete_keypair(keypair)
+        conn.image.delete_image(image_id)
+        nothing_left(conn, name)
+        assert conn.image.find_image(image_id) is None
+    finally:
+        conn.close()
+    assert virsh_guests() == []
+    assert not [link for link in host_leftovers() if link.startswith("link tap")]
+
+
+def virsh_guests() -> list[str]:
+    listed = subprocess.run(
+        ["virsh", "list", "--all", "--name"], capture_output=True, text=True, check=True
+    )
+    return listed.stdout.split()
