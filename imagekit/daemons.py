@@ -88,11 +88,13 @@ def wait_gone(pgids: list[int], timeout: float) -> bool:
                 os.waitpid(pid, os.WNOHANG)
         live = set()
         # Threads too: a leader shows as zombie while its threads (and sockets) live on.
-        for stat in Path("/proc").glob("[0-9]*/task/*/stat"):
-            with contextlib.suppress(OSError, IndexError):
-                state, _, pgid = stat.read_text().rsplit(")", 1)[1].split()[:3]
-                if state != "Z":
-                    live.add(int(pgid))
+        for process in filter(str.isdigit, os.listdir("/proc")):
+            with contextlib.suppress(OSError):  # processes come and go while we look
+                for task in os.listdir(f"/proc/{process}/task"):
+                    stat = Path(f"/proc/{process}/task/{task}/stat").read_text()
+                    state, _, pgid = stat.rsplit(")", 1)[1].split()[:3]
+                    if state != "Z":
+                        live.add(int(pgid))
         if not live.intersection(pgids):
             return True
         if time.monotonic() > deadline:

@@ -63,6 +63,8 @@ APT_PACKAGES = (
     "conntrack",
     "ipset",
     "iputils-arping",
+    "iputils-ping",
+    "ethtool",  # the agents turn offloads off on their veths
     "rabbitmq-server",
     "mariadb-server",
     "qemu-system-x86",
