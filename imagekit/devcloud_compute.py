@@ -526,6 +526,8 @@ class ComputeCloud:
             ]
         )
         self._vsctl("--timeout=30", "add-port", "br-ex", VETH_BRIDGE)
+        for device in ("br-ex", VETH_BRIDGE):  # not even a link-local address outside
+            Path(f"/proc/sys/net/ipv6/conf/{device}/disable_ipv6").write_text("1\n")
         for command in (
             ["ip", "link", "set", VETH_BRIDGE, "up"],
             ["ip", "link", "set", "br-ex", "up"],
