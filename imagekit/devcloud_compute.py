@@ -567,11 +567,15 @@ class ComputeCloud:
         try:
             service_project = identity.find_project("service", ignore_missing=False)
             admin = identity.find_role("admin", ignore_missing=False)
+            # Tokens that services send on behalf of users need the `service` role
+            # (keystonemiddleware rejects them otherwise: 401 from Neutron to Nova).
+            service_role = identity.find_role("service") or identity.create_role(name="service")
             for name, (_, kind, path) in APIS.items():
                 user = identity.find_user(name) or identity.create_user(
                     name=name, password=passwords[name], domain_id="default"
                 )
-                identity.assign_project_role_to_user(service_project, user, admin)
+                for role in (admin, service_role):
+                    identity.assign_project_role_to_user(service_project, user, role)
                 service = identity.find_service(name) or identity.create_service(
                     name=name, type=kind
                 )
