@@ -415,8 +415,10 @@ def _devcloud(args: argparse.Namespace) -> int:
         raise UserError(f"--as goes with 'devcloud env' or 'ssh', not 'devcloud {args.action}'")
     if args.compute and args.action != "up":
         raise UserError(f"--compute goes with 'devcloud up', not 'devcloud {args.action}'")
-    if (args.server is not None or args.login is not None) != (args.action == "ssh"):
-        raise UserError("'devcloud ssh' takes a SERVER (and --login); other actions do not")
+    if args.action == "ssh" and args.server is None:
+        raise UserError("'devcloud ssh' needs a SERVER (name or ID)")
+    if args.action != "ssh" and (args.server is not None or args.login is not None):
+        raise UserError(f"a SERVER and --login go with 'devcloud ssh', not '{args.action}'")
     local = DevCloud()
     if args.action == "up":
         started = time.monotonic()

@@ -266,6 +266,10 @@ class ComputeCloud:
     def up(self, fresh: bool = False) -> None:
         """Start on the running Keystone + Glance; base.up() calls this under its lock."""
         self.down()
+        # libvirtd, Open vSwitch and the namespace are the host's: one compute cloud at a time.
+        for socket_path in (LIBVIRT_SOCKET, OVS_RUN / "db.sock"):
+            if socket_path.exists():
+                raise ImagekitError(f"dev cloud: {socket_path} exists: libvirtd or OVS runs")
         for path in ("nova", "neutron", "rabbitmq", "run"):
             shutil.rmtree(self.dir / path, ignore_errors=True)
             (self.dir / path).mkdir(parents=True)
@@ -302,8 +306,9 @@ class ComputeCloud:
 
     def down(self) -> None:
         """Stop guests, services, OVS, libvirt, MQ and DB in order; remove what we made."""
-        if (self.dir / "run").is_dir():
-            self._remove_guests()
+        if not (self.dir / "run").is_dir():
+            return  # not started (up makes run/, down removes it last)
+        self._remove_guests()
         running = [name for name in self._services() if self._daemon(name).pid() is not None]
         stop_groups([pid for name in running if (pid := self._daemon(name).pid()) is not None])
         for name in self._services():
@@ -323,6 +328,7 @@ class ComputeCloud:
         with contextlib.suppress(OSError):
             OVS_RUN.rmdir()
         self._restore_host()
+        shutil.rmtree(self.dir / "run")
 
     def ssh_command(self, server: str, cloud: str, user: str) -> list[str]:
         """ssh to a server's floating IP, from inside the public network's namespace."""
