@@ -64,6 +64,7 @@ APT_PACKAGES = (
     "ipset",
     "iputils-arping",
     "iputils-ping",
+    "netcat-openbsd",  # ssh's ProxyCommand into the namespace
     "ethtool",  # the agents turn offloads off on their veths
     "rabbitmq-server",
     "mariadb-server",

@@ -149,8 +149,9 @@ def run_suite(
         context.write_text(json.dumps(suite_context(config, role, address)))
         # A throwaway instance's host key is new by definition.
         ssh_config = Path(tmp) / "ssh_config"
+        proxy = f"  ProxyCommand {address.proxy_command}\n" if address.proxy_command else ""
         ssh_config.write_text(
-            "Host *\n  StrictHostKeyChecking no\n  UserKnownHostsFile /dev/null\n"
+            "Host *\n  StrictHostKeyChecking no\n  UserKnownHostsFile /dev/null\n" + proxy
         )
         cmd = [
             sys.executable,

@@ -30,6 +30,7 @@ class ServerSettings:
     network: str
     floating_ip_network: str | None = None
     security_groups: list[str] = field(default_factory=list)
+    ssh_proxy_command: str | None = None
 
 
 class OpenStackInstance:
@@ -83,7 +84,7 @@ class OpenStackInstance:
             port = next(iter(network.ports(device_id=server.id)))
             self._floating_ip = network.create_ip(floating_network_id=external.id, port_id=port.id)
             host = self._floating_ip.floating_ip_address
-        address = SshAddress(host, 22, self.user, str(key_file))
+        address = SshAddress(host, 22, self.user, str(key_file), self.settings.ssh_proxy_command)
         self.timings = wait_until_ready(
             address, started, self.boot_timeout, self._gone, self.console_tail
         )
