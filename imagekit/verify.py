@@ -137,6 +137,7 @@ def suite_context(config: Config, role: str, address: SshAddress) -> dict[str, o
         "packages": config.role_packages(role),
         "datasources": [d.strip() for d in CLOUD_INIT_DATASOURCES.split(",")],
         "ssh": f"{address.host}:{address.port}",
+        "ssh_proxy_command": address.proxy_command,
     }
 
 
