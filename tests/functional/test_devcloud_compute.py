@@ -1,87 +1,24 @@
 """The dev cloud with compute, for real: a Nova server from a role image on Neutron.
 
-One compute dev cloud per session (module fixture `compute`); the web image is
-the session's real build, published to Glance. Times and memory go to stdout.
+One compute dev cloud per session (conftest's `compute_devcloud`); the web image
+is the session's real build, published to Glance. Times and memory go to stdout.
 """
 
 import base64
 import secrets
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from imagekit import devcloud_compute
 from imagekit.config import Config
 from imagekit.devcloud import DevCloud
 from imagekit.publishing.publish import publish
+from tests.functional.conftest import host_leftovers
 
 BOOT_TIMEOUT = 900  # a real image under TCG on a busy host
-
-
-def rss_mib(pids: list[int]) -> int:
-    """Summed resident memory of these process groups (all their processes)."""
-    total = 0
-    for status in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = status.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) in pids:  # process group
-            total += int(fields[21]) * 4096  # rss pages
-    return total // (1 << 20)
-
-
-def cloud_rss_mib(cloud: DevCloud) -> int:
-    daemons = [cloud.daemon(name) for name in ("keystone", "glance")]
-    daemons += cloud.compute.daemons()
-    groups = [pid for daemon in daemons if (pid := daemon.pid()) is not None]
-    return rss_mib(groups)
-
-
-@pytest.fixture(scope="module")
-def compute(devcloud: DevCloud) -> Iterator[DevCloud]:
-    """The session's dev cloud with compute: cold (or warm) up, down, warm up, measured."""
-    timings = {}
-    steps: list[tuple[str, Callable[[], None]]] = [
-        ("up --compute", lambda: devcloud.up(compute=True)),
-        ("down", devcloud.down),
-        ("warm up --compute", lambda: devcloud.up(compute=True)),
-    ]
-    for step, action in steps:
-        started = time.monotonic()
-        action()
-        timings[step] = time.monotonic() - started
-    print(f"\ncompute dev cloud: {timings}; RSS {cloud_rss_mib(devcloud)} MiB")
-    try:
-        yield devcloud
-    finally:
-        devcloud.down()
-        assert host_leftovers() == []
-        devcloud.up()  # the plain dev cloud again, for the session's other tests
-
-
-def host_leftovers() -> list[str]:
-    """Guests, namespaces, taps and bridges of the compute dev cloud left on the host."""
-    found = []
-    guests = subprocess.run(["virsh", "list", "--all", "--name"], capture_output=True, text=True)
-    found += [f"guest {name}" for name in guests.stdout.split()]
-    namespaces = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-    found += [
-        f"namespace {name}"
-        for name in namespaces.split()
-        if name.startswith(("qdhcp-", "qrouter-", devcloud_compute.PUBLIC_NS))
-    ]
-    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
-    found += [
-        f"link {line.split(':')[1].strip()}"
-        for line in links.splitlines()
-        if line.split(":")[1].strip().startswith(("tap", "qr-", "qg-", "br-", "ikdc-", "vxlan"))
-    ]
-    return found
 
 
 def ssh(address: str, key: Path, user: str, command: str) -> subprocess.CompletedProcess[str]:
@@ -118,7 +55,7 @@ def nothing_left(conn: Any, name: str) -> None:
 
 
 def test_server_boots_from_glance_with_keypair_user_data_and_floating_ip(
-    compute: DevCloud,
+    compute_devcloud: DevCloud,
     built: Callable[[str], Path],
     config: Config,
     clouds_yaml: None,
@@ -141,7 +78,7 @@ def test_server_boots_from_glance_with_keypair_user_data_and_floating_ip(
         f"write_files:\n- path: /var/tmp/proof\n  content: '{proof}'\n  permissions: '0644'\n"
     )
     name = f"ct-{proof}"
-    conn = compute.connect("devcloud")
+    conn = compute_devcloud.connect("devcloud")
     try:
         keypair = conn.compute.create_keypair(
             name=name, public_key=key.with_suffix(".pub").read_text()
