@@ -310,8 +310,8 @@ class ComputeCloud:
         if not (self.dir / "run").is_dir():
             return  # not started (up makes run/, down removes it last)
         self._remove_guests()
-        running = [name for name in self._services() if self._daemon(name).pid() is not None]
-        stop_groups([pid for name in running if (pid := self._daemon(name).pid()) is not None])
+        services = [self._daemon(name).pid() for name in self._services()]
+        stop_groups([pid for pid in services if pid is not None])
         for name in self._services():
             self._daemon(name).pid_file.unlink(missing_ok=True)
         for namespace in _namespaces():
@@ -400,7 +400,7 @@ class ComputeCloud:
                 *("upgrade", "heads"),
             ],
         ):
-            self.base.run(command, " ".join(Path(command[0]).name.split() + command[1:3]), log)
+            self.base.run(command, f"{Path(command[0]).name} {' '.join(command[-2:])}", log)
         # MariaDB stopped, so that its data dir is consistent on disk.
         self._daemon("mariadb").stop(timeout=60)
         remove_path(self.snapshot)
