@@ -229,12 +229,22 @@ def _parser() -> argparse.ArgumentParser:
         "127.0.0.1 with an image-building project (cloud 'devcloud') and two other projects "
         "('devcloud-alpha', 'devcloud-beta'). 'env' prints the shell exports that use it.",
     )
-    devcloud.add_argument("action", choices=["up", "down", "env"])
+    devcloud.add_argument("action", choices=["up", "down", "env", "ssh"])
+    devcloud.add_argument("server", nargs="?", metavar="SERVER", help="for ssh: name or ID")
     devcloud.add_argument(
         "--as",
         dest="cloud",
         metavar="CLOUD",
-        help="for env: devcloud (default), devcloud-alpha, devcloud-beta or devcloud-admin",
+        help="for env and ssh: devcloud (default), devcloud-alpha, devcloud-beta or devcloud-admin",
+    )
+    devcloud.add_argument(
+        "--compute",
+        action="store_true",
+        help="for up: also Placement, Nova (libvirt) and Neutron (Open vSwitch), with a "
+        "'public' network inside the network namespace 'imagekit-devcloud' (root, ~5 GB RAM)",
+    )
+    devcloud.add_argument(
+        "--login", metavar="USER", help="for ssh: the user (default: the config's admin_user)"
     )
 
     site = commands.add_parser(
@@ -479,16 +489,27 @@ def _pipeline(args: argparse.Namespace) -> int:
 
 
 def _devcloud(args: argparse.Namespace) -> int:
-    if args.cloud is not None and args.action != "env":
-        raise UserError(f"--as goes with 'devcloud env', not 'devcloud {args.action}'")
+    if args.cloud is not None and args.action not in ("env", "ssh"):
+        raise UserError(f"--as goes with 'devcloud env' or 'ssh', not 'devcloud {args.action}'")
+    if args.compute and args.action != "up":
+        raise UserError(f"--compute goes with 'devcloud up', not 'devcloud {args.action}'")
+    if args.action == "ssh" and args.server is None:
+        raise UserError("'devcloud ssh' needs a SERVER (name or ID)")
+    if args.action != "ssh" and (args.server is not None or args.login is not None):
+        raise UserError(f"a SERVER and --login go with 'devcloud ssh', not '{args.action}'")
     local = DevCloud()
     if args.action == "up":
         started = time.monotonic()
-        local.up()
+        local.up(compute=args.compute)
         print(f"dev cloud up in {time.monotonic() - started:.0f}s; clouds: {local.clouds_yaml}")
         print('use it with: eval "$(imagekit devcloud env)"', file=sys.stderr)
     elif args.action == "down":
         local.down()
+    elif args.action == "ssh":
+        login = args.login or load_config(args.config).admin_user
+        command = local.compute.ssh_command(args.server, args.cloud or "devcloud", login)
+        print(" ".join(command), file=sys.stderr)
+        os.execvp(command[0], command)
     else:
         for name, value in local.env(args.cloud or "devcloud").items():
             print(f"export {name}={shlex.quote(value)}")

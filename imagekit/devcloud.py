@@ -13,7 +13,6 @@ import os
 import pwd
 import secrets
 import shutil
-import signal
 import socket
 import sqlite3
 import subprocess
@@ -29,8 +28,10 @@ from openstack.connection import Connection
 from openstack.exceptions import SDKException
 from openstack.identity.v3._proxy import Proxy as IdentityProxy
 
-from imagekit.errors import ImagekitError, UserError
-from imagekit.files import write_private
+from imagekit.daemons import Daemon, free_ports, port_is_free, stop_groups, uwsgi_command
+from imagekit.devcloud_compute import COMPUTE_PINS, ComputeCloud
+from imagekit.errors import ImagekitError, UserError, one_line
+from imagekit.files import remove_path, write_private
 from imagekit.locking import Lock
 
 DEFAULT_STATE_DIR = Path(__file__).resolve().parent.parent / "build" / "devcloud"
@@ -109,6 +110,7 @@ class DevCloud:
         self.venv = self.state_dir / "venv"
         self.logs = self.state_dir / "logs"
         self.snapshot = self.state_dir / "snapshot"
+        self.compute = ComputeCloud(self)
 
     @property
     def clouds_yaml(self) -> Path:
@@ -134,17 +136,20 @@ class DevCloud:
     def __exit__(self, *exc_info: object) -> None:
         self.down()
 
-    def up(self, fresh: bool = False) -> None:
+    def up(self, fresh: bool = False, compute: bool = False) -> None:
         """Start with an empty image store, unless already running and healthy.
 
-        fresh=True redoes the whole setup instead of restoring the snapshot.
+        fresh=True redoes the whole setup instead of restoring the snapshot;
+        compute=True adds Placement, Nova and Neutron (see devcloud_compute).
         """
         self.state_dir.mkdir(parents=True, exist_ok=True)
         with Lock(self.state_dir / "devcloud.lock", "dev cloud start/stop"):
-            if not fresh and self.is_up():
+            if not fresh and self.is_up() and (not compute or self.compute.is_up()):
                 return
             self._down()
-            self.install()
+            if compute:
+                self.compute.check_host()
+            self.install(compute)
             shutil.rmtree(self.state_dir / "images", ignore_errors=True)
             try:
                 if fresh or not self._restore():
@@ -152,6 +157,8 @@ class DevCloud:
                 else:
                     self._start()
                     self._wait_ready()
+                if compute:
+                    self.compute.up(fresh)
             except BaseException:
                 self._down()  # no half-started servers left behind
                 raise
@@ -164,22 +171,28 @@ class DevCloud:
         with Lock(self.state_dir / "devcloud.lock", "dev cloud start/stop"):
             self._down()
 
-    def install(self) -> None:
-        """Install Keystone, Glance and uwsgi into the dev cloud's own virtualenv, once."""
+    def install(self, compute: bool = False) -> None:
+        """Install Keystone, Glance and uwsgi (and compute's pins) into the dev cloud's venv, once.
+
+        The compute pins go into the same venv: one release series, one resolver run.
+        """
+        pins = PINS + (COMPUTE_PINS if compute else ())
         stamp = self.venv / "devcloud-pins"
-        if stamp.exists() and stamp.read_text() == " ".join(PINS):
+        installed = stamp.read_text().split() if stamp.exists() else []
+        if set(pins) <= set(installed):
             return
-        shutil.rmtree(self.venv, ignore_errors=True)
         log = self.logs / "install.log"
-        self._run([sys.executable, "-m", "venv", str(self.venv)], "creating its venv", log)
+        if installed[: len(PINS)] != list(PINS):
+            shutil.rmtree(self.venv, ignore_errors=True)
+            self.run([sys.executable, "-m", "venv", str(self.venv)], "creating its venv", log)
         pip = [str(self.venv / "bin" / "pip"), "install", "--disable-pip-version-check"]
-        self._run([*pip, *PINS], "installing Keystone and Glance", log)
-        stamp.write_text(" ".join(PINS))
+        self.run([*pip, *pins], f"installing {' '.join(pins)}", log)
+        stamp.write_text(" ".join(pins))
 
     def _setup(self) -> None:
         for entry in SNAPSHOT_ENTRIES:
-            _remove(self.state_dir / entry)
-        ports = dict(zip(APPS, _free_ports(len(APPS)), strict=True))
+            remove_path(self.state_dir / entry)
+        ports = dict(zip(APPS, free_ports(len(APPS)), strict=True))
         (self.state_dir / "ports.json").write_text(json.dumps(ports))
         users = ["glance", *(user for user, _ in ACCOUNTS.values())]
         passwords = {user: secrets.token_urlsafe(16) for user in users}
@@ -208,11 +221,11 @@ class DevCloud:
         # The admin password goes through the environment: not into ps or the log.
         secret = {"OS_BOOTSTRAP_PASSWORD": passwords["admin"]}
         for args in (["db_sync"], ["fernet_setup", *owner], ["credential_setup", *owner]):
-            self._run([*keystone, *args], f"keystone-manage {args[0]}", log)
-        self._run([*keystone, *bootstrap], "keystone-manage bootstrap", log, secret)
+            self.run([*keystone, *args], f"keystone-manage {args[0]}", log)
+        self.run([*keystone, *bootstrap], "keystone-manage bootstrap", log, secret)
         glance = [str(self.venv / "bin" / "glance-manage"), "--config-file"]
         glance += [str(etc / "glance" / "glance-api.conf"), "db_sync"]
-        self._run(glance, "glance-manage db_sync", log)
+        self.run(glance, "glance-manage db_sync", log)
 
         self._start()
         self._wait_ready("devcloud-admin", image=False)
@@ -267,7 +280,7 @@ class DevCloud:
                 )
         except (SDKException, ClientException) as error:
             log = self.logs / "keystone.log"
-            message = f"dev cloud: account setup failed ({_line(error)}); see {log}"
+            message = f"dev cloud: account setup failed ({one_line(error)}); see {log}"
             raise ImagekitError(message) from None
         finally:
             conn.close()
@@ -278,11 +291,11 @@ class DevCloud:
 
     def _take_snapshot(self) -> None:
         partial = self.state_dir / "snapshot.partial"
-        _remove(partial)
+        remove_path(partial)
         partial.mkdir()
         _copy_entries(self.state_dir, partial)
         (partial / "stamp").write_text(self._snapshot_stamp())
-        _remove(self.snapshot)
+        remove_path(self.snapshot)
         partial.rename(self.snapshot)
 
     def _restore(self) -> bool:
@@ -292,10 +305,10 @@ class DevCloud:
             return False
         ports = json.loads((self.snapshot / "ports.json").read_text())
         # The ports are in the service catalog, so they must be free again.
-        if not all(_port_is_free(port) for port in ports.values()):
+        if not all(port_is_free(port) for port in ports.values()):
             return False
         for entry in SNAPSHOT_ENTRIES:
-            _remove(self.state_dir / entry)
+            remove_path(self.state_dir / entry)
         _copy_entries(self.snapshot, self.state_dir)
         return True
 
@@ -304,60 +317,29 @@ class DevCloud:
         for path in ("run/lock", "images/store", "logs"):
             (self.state_dir / path).mkdir(parents=True, exist_ok=True)
         for name, module in APPS.items():
-            command = [
-                str(self.venv / "bin" / "uwsgi"),
-                *("--http-socket", f"127.0.0.1:{ports[name]}"),
-                *("--module", module, "--virtualenv", str(self.venv)),
-                # One process, no master: when the app cannot load, uwsgi exits
-                # instead of respawning workers forever.
-                *("--processes", "1", "--threads", "4", "--need-app", "--die-on-term"),
-                # http-socket drops kept-alive connections, and clients then fail
-                # with ConnectionResetError on their next request.
-                *("--add-header", "Connection: close", "--buffer-size", "65535"),
-            ]
-            log = self.logs / f"{name}.log"
-            try:
-                with log.open("w") as out:
-                    process = subprocess.Popen(
-                        command,
-                        stdin=subprocess.DEVNULL,
-                        stdout=out,
-                        stderr=subprocess.STDOUT,
-                        env=self._env(),
-                        cwd=self.state_dir,
-                        start_new_session=True,  # its own process group, stopped as one
-                    )
-            except OSError as error:
-                raise ImagekitError(f"dev cloud: cannot start {name}: {error}") from None
-            self._pid_file(name).write_text(str(process.pid))
+            self._log(name).unlink(missing_ok=True)
+            self.daemon(name, uwsgi_command(self.venv, ports[name], module)).start(
+                self.process_env(), self.state_dir
+            )
+
+    def daemon(self, name: str, command: list[str] | None = None) -> Daemon:
+        """One of the dev cloud's daemons (the command is needed only to start it)."""
+        return Daemon(name, command or [], self.state_dir / "run", self.logs)
+
+    def _log(self, name: str) -> Path:
+        return self.logs / f"{name}.log"
 
     def _down(self) -> None:
+        self.compute.down()
         pids = [pid for pid in map(self._pid, APPS) if pid is not None]
-        for sig, timeout in ((signal.SIGTERM, STOP_TIMEOUT), (signal.SIGKILL, 5.0)):
-            for pid in pids:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(pid, sig)  # its own group: nothing it forked stays behind
-            if _wait_gone(pids, timeout):
-                break
-        else:
-            raise ImagekitError(f"dev cloud: uwsgi process groups {pids} do not stop")
+        stop_groups(pids, STOP_TIMEOUT)
         for name in APPS:
-            self._pid_file(name).unlink(missing_ok=True)
-
-    def _pid_file(self, name: str) -> Path:
-        return self.state_dir / "run" / f"{name}.pid"
+            self.daemon(name).pid_file.unlink(missing_ok=True)
 
     def _pid(self, name: str) -> int | None:
-        """The recorded pid, if that process is still our uwsgi (pids get reused)."""
-        try:
-            pid = int(self._pid_file(name).read_text())
-            # Not the cmdline: it proved unreliable while uwsgi starts. Zombies have no exe.
-            exe = os.readlink(f"/proc/{pid}/exe")
-        except (OSError, ValueError):
-            return None
-        return pid if exe == str(self.venv / "bin" / "uwsgi") else None
+        return self.daemon(name).pid()
 
-    def _env(self) -> dict[str, str]:
+    def process_env(self) -> dict[str, str]:
         env = {
             key: value
             for key, value in os.environ.items()
@@ -368,9 +350,10 @@ class DevCloud:
         env["OS_GLANCE_CONFIG_DIR"] = str(self.state_dir / "etc" / "glance")
         return env
 
-    def _run(
+    def run(
         self, command: list[str], what: str, log: Path, secret: dict[str, str] | None = None
     ) -> None:
+        """Run a setup command of the dev cloud, its output appended to log."""
         log.parent.mkdir(parents=True, exist_ok=True)
         with log.open("a") as out:
             out.write(f"$ {' '.join(command)}\n")
@@ -379,7 +362,7 @@ class DevCloud:
                 command,
                 stdout=out,
                 stderr=subprocess.STDOUT,
-                env={**self._env(), **(secret or {})},
+                env={**self.process_env(), **(secret or {})},
                 cwd=self.state_dir,  # keystone-manage may drop files into its cwd
             )
         if result.returncode != 0:
@@ -413,14 +396,11 @@ class DevCloud:
                     raise ImagekitError(f"dev cloud: {name} exited while starting; see {log}")
             if time.monotonic() > deadline:
                 log = self.logs / ("glance.log" if image else "keystone.log")
+                why = one_line(error)
                 raise ImagekitError(
-                    f"dev cloud: not ready after {READY_TIMEOUT:.0f} s ({_line(error)}); see {log}"
+                    f"dev cloud: not ready after {READY_TIMEOUT:.0f} s ({why}); see {log}"
                 )
             time.sleep(0.2)
-
-
-def _line(error: Exception) -> str:
-    return " ".join(str(error).split())
 
 
 def _write_private(path: Path, text: str) -> None:
@@ -447,50 +427,3 @@ def _copy_consistent(source: str, destination: str) -> object:
         src.backup(dst)
     shutil.copystat(source, destination)
     return destination
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-    else:
-        path.unlink(missing_ok=True)
-
-
-def _free_ports(count: int) -> list[int]:
-    with contextlib.ExitStack() as stack:
-        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
-        for sock in sockets:  # all bound at once, so all different
-            sock.bind(("127.0.0.1", 0))
-        return [int(sock.getsockname()[1]) for sock in sockets]
-
-
-def _port_is_free(port: int) -> bool:
-    with socket.socket() as sock:
-        # As uwsgi does: connections of a stopped server in TIME_WAIT do not block.
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
-
-
-def _wait_gone(pgids: list[int], timeout: float) -> bool:
-    """Wait until these process groups have no live (non-zombie) thread left."""
-    deadline = time.monotonic() + timeout
-    while True:
-        for pid in pgids:  # our own children would linger as zombies
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(pid, os.WNOHANG)
-        live = set()
-        # Threads too: a leader shows as zombie while its threads (and sockets) live on.
-        for stat in Path("/proc").glob("[0-9]*/task/*/stat"):
-            with contextlib.suppress(OSError, IndexError):
-                state, _, pgid = stat.read_text().rsplit(")", 1)[1].split()[:3]
-                if state != "Z":
-                    live.add(int(pgid))
-        if not live.intersection(pgids):
-            return True
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.1)

@@ -23,3 +23,8 @@ class Interrupted(ImagekitError):
     """Ctrl-C or SIGTERM stopped the work (after cleaning up); exit status 130."""
 
     exit_status = 130
+
+
+def one_line(error: Exception) -> str:
+    """An exception's message on one line (HTTP errors span several)."""
+    return " ".join(str(error).split())

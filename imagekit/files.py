@@ -1,6 +1,7 @@
 """Writing files that hold secrets, without following links or touching what is not ours."""
 
 import os
+import shutil
 import stat
 import tempfile
 from pathlib import Path
@@ -36,3 +37,11 @@ def write_private(path: Path, text: str) -> None:
     except BaseException:
         os.unlink(tmp)
         raise
+
+
+def remove_path(path: Path) -> None:
+    """Remove a file, link or directory tree; nothing when it is not there."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)

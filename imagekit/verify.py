@@ -166,6 +166,7 @@ def suite_context(config: Config, role: str, address: SshAddress) -> dict[str, o
         "packages": config.role_packages(role),
         "datasources": [d.strip() for d in CLOUD_INIT_DATASOURCES.split(",")],
         "ssh": f"{address.host}:{address.port}",
+        "ssh_proxy_command": address.proxy_command,
     }
 
 
@@ -194,8 +195,9 @@ def run_suite(
         context.write_text(json.dumps(suite_context(config, role, address)))
         # A throwaway instance's host key is new by definition.
         ssh_config = Path(tmp) / "ssh_config"
+        proxy = f"  ProxyCommand {address.proxy_command}\n" if address.proxy_command else ""
         ssh_config.write_text(
-            "Host *\n  StrictHostKeyChecking no\n  UserKnownHostsFile /dev/null\n"
+            "Host *\n  StrictHostKeyChecking no\n  UserKnownHostsFile /dev/null\n" + proxy
         )
         cmd = pytest_command(
             junit,

@@ -6,6 +6,7 @@ SIGTERM and SIGHUP (the CLI turns the first into KeyboardInterrupt and
 ignores later ones, so a stop is never cut short) and timeouts.
 """
 
+import shlex
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -18,13 +19,16 @@ class SshAddress:
     port: int
     user: str
     key_file: str
+    # ssh's ProxyCommand (%h, %p): for addresses the builder cannot route to.
+    proxy_command: str | None = None
 
     @property
     def command(self) -> str:
         """How a person logs in (printed by --keep)."""
+        proxy = f"-o ProxyCommand={shlex.quote(self.proxy_command)} " if self.proxy_command else ""
         return (
             f"ssh -i {self.key_file} -p {self.port} -o StrictHostKeyChecking=no "
-            f"-o UserKnownHostsFile=/dev/null {self.user}@{self.host}"
+            f"-o UserKnownHostsFile=/dev/null {proxy}{self.user}@{self.host}"
         )
 
 

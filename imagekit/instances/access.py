@@ -33,6 +33,10 @@ def make_key_pair(directory: Path, comment: str) -> tuple[Path, str]:
 
 
 def connect(address: SshAddress, timeout: float = 10) -> paramiko.SSHClient:
+    sock = None
+    if address.proxy_command:
+        command = address.proxy_command.replace("%h", address.host)
+        sock = paramiko.ProxyCommand(command.replace("%p", str(address.port)))
     client = paramiko.SSHClient()
     # A throwaway instance's host key is new by definition.
     client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
@@ -46,6 +50,7 @@ def connect(address: SshAddress, timeout: float = 10) -> paramiko.SSHClient:
         auth_timeout=timeout,
         look_for_keys=False,
         allow_agent=False,
+        sock=sock,
     )
     return client
 

@@ -31,6 +31,7 @@ class ServerSettings:
     network: str
     floating_ip_network: str | None = None
     security_groups: list[str] = field(default_factory=list)
+    ssh_proxy_command: str | None = None
 
 
 class OpenStackInstance:
@@ -94,7 +95,7 @@ class OpenStackInstance:
                 description=run_description(self.run_id) if self.run_id else "imagekit throwaway",
             )
             host = self._floating_ip.floating_ip_address
-        address = SshAddress(host, 22, self.user, str(key_file))
+        address = SshAddress(host, 22, self.user, str(key_file), self.settings.ssh_proxy_command)
         self.timings = wait_until_ready(
             address, started, self.boot_timeout, self._gone, self.console_tail
         )

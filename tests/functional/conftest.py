@@ -6,12 +6,13 @@ in the checkout's build/cache so that local re-runs are warm (CI starts clean).
 
 import os
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from imagekit import doctor, host
+from imagekit import devcloud_compute, doctor, host
 from imagekit.builders import dib
 from imagekit.config import Config, load_config
 from imagekit.devcloud import DevCloud
@@ -105,3 +106,64 @@ def clouds_yaml(devcloud: DevCloud, monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture(scope="session")
 def web_build(built: Callable[[str], Path]) -> Path:
     return built("web")
+
+
+@pytest.fixture(scope="session")
+def compute_devcloud(devcloud: DevCloud) -> Iterator[DevCloud]:
+    """The session's dev cloud with compute (once): up, down, warm up, measured; down at the end."""
+    timings = {}
+    steps: list[tuple[str, Callable[[], None]]] = [
+        ("up --compute", lambda: devcloud.up(compute=True)),
+        ("down", devcloud.down),
+        ("warm up --compute", lambda: devcloud.up(compute=True)),
+    ]
+    for step, action in steps:
+        started = time.monotonic()
+        action()
+        timings[step] = time.monotonic() - started
+    print(f"\ncompute dev cloud: {timings}; RSS {cloud_rss_mib(devcloud)} MiB")
+    try:
+        yield devcloud
+    finally:
+        devcloud.down()
+        assert host_leftovers() == []
+
+
+def rss_mib(pids: list[int]) -> int:
+    """Summed resident memory of these process groups (all their processes)."""
+    total = 0
+    for status in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = status.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) in pids:  # process group
+            total += int(fields[21]) * 4096  # rss pages
+    return total // (1 << 20)
+
+
+def cloud_rss_mib(cloud: DevCloud) -> int:
+    daemons = [cloud.daemon(name) for name in ("keystone", "glance")]
+    daemons += cloud.compute.daemons()
+    groups = [pid for daemon in daemons if (pid := daemon.pid()) is not None]
+    return rss_mib(groups)
+
+
+def host_leftovers() -> list[str]:
+    """Guests, namespaces, taps and bridges of the compute dev cloud left on the host."""
+    found = []
+    guests = subprocess.run(["virsh", "list", "--all", "--name"], capture_output=True, text=True)
+    found += [f"guest {name}" for name in guests.stdout.split()]
+    namespaces = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    found += [
+        f"namespace {name}"
+        for name in namespaces.split()
+        if name.startswith(("qdhcp-", "qrouter-", devcloud_compute.PUBLIC_NS))
+    ]
+    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+    found += [
+        f"link {line.split(':')[1].strip()}"
+        for line in links.splitlines()
+        if line.split(":")[1].strip().startswith(("tap", "qr-", "qg-", "br-", "ikdc-", "vxlan"))
+    ]
+    return found

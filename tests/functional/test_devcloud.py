@@ -3,7 +3,7 @@
 import hashlib
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -22,12 +22,13 @@ TIMINGS: dict[str, float] = {}
 def cloud() -> Iterator[DevCloud]:
     devcloud = DevCloud(STATE_DIR)
     try:
-        for step, action in (
+        steps: list[tuple[str, Callable[[], None]]] = [
             ("install (skipped when done)", devcloud.install),
             ("cold setup", lambda: devcloud.up(fresh=True)),
             ("down", devcloud.down),
             ("warm up()", devcloud.up),
-        ):
+        ]
+        for step, action in steps:
             start = time.monotonic()
             action()
             TIMINGS[step] = time.monotonic() - start

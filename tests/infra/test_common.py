@@ -52,11 +52,18 @@ def test_sshd_refuses_passwords_and_root(host: Host) -> None:
     assert settings["permitrootlogin"] == "no"
 
 
+def connect_raw(address: str, port: int, proxy: str | None) -> Any:
+    """A TCP connection to the SSH server, through the instance's ProxyCommand if any."""
+    if proxy:
+        return paramiko.ProxyCommand(proxy.replace("%h", address).replace("%p", str(port)))
+    return socket.create_connection((address, port), timeout=20)
+
+
 @pytest.mark.parametrize("user", ["root", "admin"])
 def test_ssh_offers_public_keys_only(expected: dict[str, Any], user: str) -> None:
     """From outside, as a client sees it: the server offers no password method."""
     address, port = expected["ssh"].rsplit(":", 1)
-    with socket.create_connection((address, int(port)), timeout=20) as sock:
+    with connect_raw(address, int(port), expected.get("ssh_proxy_command")) as sock:
         transport = paramiko.Transport(sock)
         try:
             transport.start_client(timeout=20)

@@ -182,6 +182,12 @@ def test_userdata_output_replaces_a_file_with_a_private_one(tmp_path: Path) -> N
         (["publish", "web", "--cloud", "c", "--share", " alpha"], "--share"),
         (["devcloud", "down", "--as", "devcloud-alpha"], "--as"),
         (["devcloud", "up", "--as", "devcloud"], "--as"),
+        (["devcloud", "down", "--compute"], "--compute"),
+        (["devcloud", "env", "--compute"], "--compute"),
+        (["devcloud", "ssh"], "SERVER"),
+        (["devcloud", "up", "web-1"], "SERVER"),
+        (["devcloud", "down", "--login", "admin"], "SERVER"),
+        (["devcloud", "ssh", "--login", "admin"], "SERVER"),
     ],
 )
 def test_options_that_do_not_go_together(

@@ -110,3 +110,9 @@ def test_keep_leaves_it_running() -> None:
     with throwaway(instance, keep=True):
         pass
     assert instance.stopped == 0
+
+
+def test_a_proxy_command_reaches_addresses_the_builder_cannot_route_to() -> None:
+    address = SshAddress("203.0.113.5", 22, "admin", "/k", "ip netns exec ns nc %h %p")
+    assert "-o ProxyCommand='ip netns exec ns nc %h %p' admin@203.0.113.5" in address.command
+    assert "ProxyCommand" not in SshAddress("127.0.0.1", 2222, "admin", "/k").command

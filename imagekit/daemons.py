@@ -1,0 +1,146 @@
+"""Start and stop the dev cloud's daemons: one process group each, known by a pid file.
+
+Each daemon runs in the foreground of its own session, so stopping its group
+also stops what it forked; the pid file holds the start time too, which tells
+our process from an unrelated one that reused the pid.
+"""
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from imagekit.errors import ImagekitError
+
+STOP_TIMEOUT = 15.0
+
+
+@dataclass(frozen=True)
+class Daemon:
+    name: str
+    command: list[str]
+    run_dir: Path  # pid files
+    log_dir: Path
+
+    @property
+    def pid_file(self) -> Path:
+        return self.run_dir / f"{self.name}.pid"
+
+    @property
+    def log(self) -> Path:
+        return self.log_dir / f"{self.name}.log"
+
+    def start(self, env: dict[str, str], cwd: Path) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            with self.log.open("a") as out:
+                process = subprocess.Popen(
+                    self.command,
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    env=env,
+                    cwd=cwd,
+                    start_new_session=True,  # its own process group, stopped as one
+                )
+        except OSError as error:
+            raise ImagekitError(f"dev cloud: cannot start {self.name}: {error}") from None
+        # The start time beside the pid: how pid() knows the process is still ours.
+        self.pid_file.write_text(f"{process.pid} {_start_time(process.pid)}")
+
+    def pid(self) -> int | None:
+        """The recorded pid, if that process still lives (pids get reused: start times tell)."""
+        try:
+            pid, started = self.pid_file.read_text().split()
+            return int(pid) if _start_time(int(pid)) == started else None
+        except (OSError, ValueError):
+            return None
+
+    def stop(self, timeout: float = STOP_TIMEOUT) -> None:
+        pid = self.pid()
+        if pid is not None:
+            stop_groups([pid], timeout)
+        self.pid_file.unlink(missing_ok=True)
+
+
+def stop_groups(pgids: list[int], timeout: float = STOP_TIMEOUT) -> None:
+    """SIGTERM these process groups, SIGKILL after timeout; error if they still live."""
+    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
+        for pgid in pgids:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pgid, sig)
+        if wait_gone(pgids, wait):
+            return
+    raise ImagekitError(f"dev cloud: process groups {pgids} do not stop")
+
+
+def wait_gone(pgids: list[int], timeout: float) -> bool:
+    """Wait until these process groups have no live (non-zombie) thread left."""
+    deadline = time.monotonic() + timeout
+    while True:
+        for pid in pgids:  # our own children would linger as zombies
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, os.WNOHANG)
+        live = set()
+        # Threads too: a leader shows as zombie while its threads (and sockets) live on.
+        for process in filter(str.isdigit, os.listdir("/proc")):
+            with contextlib.suppress(OSError):  # processes come and go while we look
+                for task in os.listdir(f"/proc/{process}/task"):
+                    stat = Path(f"/proc/{process}/task/{task}/stat").read_text()
+                    state, _, pgid = stat.rsplit(")", 1)[1].split()[:3]
+                    if state != "Z":
+                        live.add(int(pgid))
+        if not live.intersection(pgids):
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+
+
+def _start_time(pid: int) -> str | None:
+    """When the process started (clock ticks since boot); None for zombies and the gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return None if fields[0] == "Z" else fields[19]
+
+
+def uwsgi_command(venv: Path, port: int, module: str) -> list[str]:
+    """How the dev cloud serves an OpenStack API: uwsgi on 127.0.0.1:port."""
+    return [
+        str(venv / "bin" / "uwsgi"),
+        *("--http-socket", f"127.0.0.1:{port}"),
+        *("--module", module, "--virtualenv", str(venv)),
+        # One process, no master: when the app cannot load, uwsgi exits
+        # instead of respawning workers forever.
+        *("--processes", "1", "--threads", "4", "--need-app", "--die-on-term"),
+        # http-socket drops kept-alive connections, and clients then fail
+        # with ConnectionResetError on their next request.
+        *("--add-header", "Connection: close", "--buffer-size", "65535"),
+    ]
+
+
+def free_ports(count: int) -> list[int]:
+    """count different free TCP ports on 127.0.0.1."""
+    with contextlib.ExitStack() as stack:
+        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for sock in sockets:  # all bound at once, so all different
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in sockets]
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket() as sock:
+        # As uwsgi does: connections of a stopped server in TIME_WAIT do not block.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
