@@ -88,7 +88,7 @@ def delete_run_leftovers(cloud: str, run_id: str, kinds: list[str]) -> list[str]
     """Delete what a dead run left in the cloud, found by its run id and checked before.
 
     Images: only unfinished uploads (not active); an active one is verified or
-    replaced by the next publish. Servers, keypairs, floating IPs: all of them
+    replaced by the next publish. Servers, keypairs, floating IPs, ports: all of them
     (throwaway by definition).
     """
     conn = connect(cloud)
@@ -113,4 +113,7 @@ def delete_run_leftovers(cloud: str, run_id: str, kinds: list[str]) -> list[str]
             for ip in conn.network.ips(description=run_description(run_id)):
                 conn.network.delete_ip(ip, ignore_missing=True)
                 done.append(f"deleted floating IP {ip.floating_ip_address} in '{cloud}'")
+            for port in conn.network.ports(description=run_description(run_id)):
+                conn.network.delete_port(port, ignore_missing=True)
+                done.append(f"deleted port {port.id} in '{cloud}'")
     return done

@@ -83,6 +83,9 @@ class OpenStackSettings(StrictModel):
     network: str
     floating_ip_network: str | None = None
     security_groups: list[str] = []
+    # The second NIC's network: the private network whose addresses the role suites check
+    # (each server gets a port with its role's example private address).
+    private_network: str | None = None
     # ssh's ProxyCommand (%h, %p) when the builder cannot route to the servers' addresses
     # (a bastion; the dev cloud's namespace: ip netns exec imagekit-devcloud nc %h %p).
     ssh_proxy_command: str | None = None

@@ -101,6 +101,8 @@ NETWORK, SUBNET, ROUTER = "imagekit-net", "imagekit-subnet", "imagekit-router"
 SECURITY_GROUP = "imagekit"
 OPEN_PORTS = (22, 80, 443)
 PROJECT_SUBNETS = {"images": "10.20.0.0/24", "alpha": "10.21.0.0/24"}
+# The site's private network (second NICs of test servers): no gateway, no DHCP.
+PRIVATE_NETWORK, PRIVATE_CIDR = "imagekit-private", "10.12.0.0/16"
 FLAVORS = {"imagekit.small": (1, 1024, 4), "imagekit.tiny": (1, 640, 4)}  # vCPUs, MiB, GB
 # Neutron's own namespaces (DHCP servers and routers) on this host.
 NEUTRON_NAMESPACES = ("qdhcp-", "qrouter-")
@@ -597,7 +599,7 @@ class ComputeCloud:
             conn.close()
 
     def _create_resources(self) -> None:
-        """Flavors, the public network, and per test project a network, router and group."""
+        """Flavors, the public network, and per test project networks, a router and a group."""
         conn = self.base.connect("devcloud-admin")
         try:
             for name, (vcpus, ram, disk) in FLAVORS.items():
@@ -634,6 +636,16 @@ class ComputeCloud:
                     external_gateway_info={"network_id": public.id},
                 )
                 conn.network.add_interface_to_router(router, subnet=subnet.id)
+                private = conn.network.create_network(name=PRIVATE_NETWORK, project_id=project)
+                conn.network.create_subnet(
+                    network_id=private.id,
+                    name=f"{PRIVATE_NETWORK}-subnet",
+                    ip_version=4,
+                    cidr=PRIVATE_CIDR,
+                    gateway_ip=None,
+                    is_dhcp_enabled=False,
+                    project_id=project,
+                )
                 group = conn.network.create_security_group(name=SECURITY_GROUP, project_id=project)
                 for port in OPEN_PORTS:
                     conn.network.create_security_group_rule(

@@ -86,9 +86,16 @@ def example_values(role: str) -> Common:
     return load_values(role, [EXAMPLES_DIR / f"{role}.yaml"], [])
 
 
-def instance_user_data(config: Config, role: str) -> str:
-    """What every test instance boots with, whatever the backend: the role's example values."""
-    return render_user_data(role, example_values(role), config.cache_dir)
+def instance_user_data(config: Config, role: str, private_nic_by_cloud: bool = False) -> str:
+    """What every test instance boots with, whatever the backend: the role's example values.
+
+    private_nic_by_cloud: the cloud's network config sets the private address
+    (a port with a fixed IP), so the user data does not.
+    """
+    values = example_values(role)
+    if private_nic_by_cloud:
+        values = values.model_copy(update={"configure_private_interface": False})
+    return render_user_data(role, values, config.cache_dir)
 
 
 def qemu_instances(
@@ -124,6 +131,11 @@ def openstack_instances(config: Config, cloud: str, keep: bool = False) -> Insta
     """A server per target on the cloud, booted from the build's published Glance image."""
     if config.openstack is None:
         raise UserError(f"{config.source}: openstack: section missing (needed by --cloud)")
+    if config.openstack.private_network is None:
+        raise UserError(
+            f"{config.source}: openstack.private_network missing (test servers need a NIC "
+            "on the private network, whose address the role suites check)"
+        )
     conn = connect(cloud, authenticate=True)
     settings = ServerSettings(**config.openstack.model_dump())
 
@@ -140,8 +152,9 @@ def openstack_instances(config: Config, cloud: str, keep: bool = False) -> Insta
             config.admin_user,
             f"imagekit-test-{target.role}" + (f"-{run.id}" if run else ""),
             settings,
-            instance_user_data(config, target.role),
+            instance_user_data(config, target.role, private_nic_by_cloud=True),
             run_id=run.id if run else None,
+            private_address=str(example_values(target.role).private_address.ip),
         )
 
     return make

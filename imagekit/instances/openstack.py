@@ -31,6 +31,7 @@ class ServerSettings:
     network: str
     floating_ip_network: str | None = None
     security_groups: list[str] = field(default_factory=list)
+    private_network: str | None = None
     ssh_proxy_command: str | None = None
 
 
@@ -47,6 +48,7 @@ class OpenStackInstance:
         user_data: str = "#cloud-config\n",
         boot_timeout: float = 900,
         run_id: str | None = None,
+        private_address: str | None = None,
     ) -> None:
         self.conn = conn
         self.image = image
@@ -57,11 +59,13 @@ class OpenStackInstance:
         self.boot_timeout = boot_timeout
         # Tags every resource, so that a dead run's leftovers are found (imagekit.runs).
         self.run_id = run_id
+        self.private_address = private_address
         self.workdir = Path(tempfile.mkdtemp(prefix=f"{name}-"))
         self.timings: dict[str, float] = {}
         self._keypair: Any = None
         self._server: Any = None
         self._floating_ip: Any = None
+        self._private_port: Any = None
 
     def start(self) -> SshAddress:
         started = time.monotonic()
@@ -70,12 +74,25 @@ class OpenStackInstance:
         image = self.conn.image.find_image(self.image, ignore_missing=False)
         flavor = compute.find_flavor(self.settings.flavor, ignore_missing=False)
         net = network.find_network(self.settings.network, ignore_missing=False)
+        description = run_description(self.run_id) if self.run_id else "imagekit throwaway"
+        nics = [{"uuid": net.id}]
+        if self.settings.private_network:
+            # A second NIC, as the role has on the site: the cloud's network config sets
+            # its address (a fixed IP on a port, as operators do it).
+            private = network.find_network(self.settings.private_network, ignore_missing=False)
+            self._private_port = network.create_port(
+                network_id=private.id,
+                name=self.name,
+                description=description,
+                fixed_ips=[{"ip_address": self.private_address}] if self.private_address else [],
+            )
+            nics.append({"port": self._private_port.id})
         self._keypair = compute.create_keypair(name=self.name, public_key=public_key)
         self._server = compute.create_server(
             name=self.name,
             image_id=image.id,
             flavor_id=flavor.id,
-            networks=[{"uuid": net.id}],
+            networks=nics,
             key_name=self._keypair.name,
             user_data=base64.b64encode(self.user_data.encode()).decode(),
             security_groups=[{"name": group} for group in self.settings.security_groups],
@@ -85,14 +102,12 @@ class OpenStackInstance:
             },
         )
         server = compute.wait_for_server(self._server, wait=int(self.boot_timeout))
-        host = _fixed_address(server)
+        host = _fixed_address(server, self.settings.network)
         if self.settings.floating_ip_network:
             external = network.find_network(self.settings.floating_ip_network, ignore_missing=False)
-            port = next(iter(network.ports(device_id=server.id)))
+            port = next(iter(network.ports(device_id=server.id, network_id=net.id)))
             self._floating_ip = network.create_ip(
-                floating_network_id=external.id,
-                port_id=port.id,
-                description=run_description(self.run_id) if self.run_id else "imagekit throwaway",
+                floating_network_id=external.id, port_id=port.id, description=description
             )
             host = self._floating_ip.floating_ip_address
         address = SshAddress(host, 22, self.user, str(key_file), self.settings.ssh_proxy_command)
@@ -125,6 +140,7 @@ class OpenStackInstance:
         steps: list[tuple[str, Callable[[Any], object]]] = [
             ("_floating_ip", lambda ip: network.delete_ip(ip, ignore_missing=True)),
             ("_server", lambda server: _delete_server(compute, server)),
+            ("_private_port", lambda port: network.delete_port(port, ignore_missing=True)),
             ("_keypair", lambda keypair: compute.delete_keypair(keypair, ignore_missing=True)),
         ]
         for what, delete in steps:
@@ -145,9 +161,10 @@ def _delete_server(compute: Any, server: Any) -> None:
     compute.wait_for_delete(server, wait=300)
 
 
-def _fixed_address(server: Any) -> str:
-    for addresses in (server.addresses or {}).values():
-        for address in addresses:
+def _fixed_address(server: Any, network: str) -> str:
+    """The server's IPv4 address on its first network (named as in the config)."""
+    for name, addresses in (server.addresses or {}).items():
+        for address in addresses if name == network else []:
             if address.get("version") == 4:
                 return str(address["addr"])
     raise RuntimeError(f"server {server.id} has no IPv4 address")

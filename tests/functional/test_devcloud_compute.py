@@ -1,97 +1,168 @@
-"""The dev cloud with compute, for real: a Nova server from a role image on Neutron.
+"""The dev cloud with compute, for real: Nova servers from the role images on Neutron.
 
 One compute dev cloud per session (conftest's `compute_devcloud`); the web image
-is the session's real build, published to Glance. Times and memory go to stdout.
+is the session's real build, published to Glance once for this module. Each test
+shows that nothing is left in the cloud or on the host. Times go to stdout.
 """
 
 import base64
-import secrets
+import os
+import signal
 import subprocess
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from imagekit import devcloud_compute
 from imagekit.config import Config
 from imagekit.devcloud import DevCloud
-from imagekit.publishing.publish import publish
+from imagekit.manifest import Manifest
+from imagekit.publishing.publish import PublishResult, publish
+from imagekit.roles import CHECKOUT
 from tests.functional.conftest import host_leftovers
 
 BOOT_TIMEOUT = 900  # a real image under TCG on a busy host
+# The config's `openstack:` section for the dev cloud (as in the README).
+OPENSTACK_SECTION = f"""
+openstack:
+  flavor: imagekit.small
+  network: {devcloud_compute.NETWORK}
+  floating_ip_network: {devcloud_compute.PUBLIC_NETWORK}
+  security_groups: [{devcloud_compute.SECURITY_GROUP}]
+  private_network: {devcloud_compute.PRIVATE_NETWORK}
+  ssh_proxy_command: ip netns exec {devcloud_compute.PUBLIC_NS} nc %h %p
+"""
 
 
-def ssh(address: str, key: Path, user: str, command: str) -> subprocess.CompletedProcess[str]:
+@pytest.fixture(scope="module")
+def cloud_config(
+    config: Config, compute_devcloud: DevCloud, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """The session's config (same builds) with test servers on the dev cloud."""
+    path = tmp_path_factory.mktemp("cloud-config") / "imagekit.yaml"
+    path.write_text(config.source.read_text() + OPENSTACK_SECTION)
+    return path
+
+
+@pytest.fixture(scope="module")
+def published_web(
+    compute_devcloud: DevCloud, built: Callable[[str], Path], config: Config
+) -> Iterator[PublishResult]:
+    """The web build published to the images project and shared with alpha (by name)."""
+    cfg = config.model_copy(
+        update={"publish": config.publish.model_copy(update={"identity_cloud": "devcloud-admin"})}
+    )
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("OS_CLIENT_CONFIG_FILE", str(compute_devcloud.clouds_yaml))
+        result = publish(cfg, "web", "devcloud", build_id=built("web").name, shares=["alpha"])
+    assert result.image_id and list(result.members.values()) == ["pending"]
+    yield result
+    conn = compute_devcloud.connect("devcloud")
+    try:
+        conn.image.delete_image(result.image_id)
+    finally:
+        conn.close()
+
+
+def imagekit(config: Path, *args: str, timeout: float = 1800) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [
-            *("ip", "netns", "exec", devcloud_compute.PUBLIC_NS, "ssh", "-i", str(key)),
-            *("-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null"),
-            *("-o", "ConnectTimeout=10", "-o", "BatchMode=yes", f"{user}@{address}", command),
-        ],
+        [sys.executable, "-m", "imagekit", "--config", str(config), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def in_namespace(*command: str) -> subprocess.CompletedProcess[str]:
+    """Run a command where the floating IPs are: the dev cloud's public namespace."""
+    return subprocess.run(
+        ["ip", "netns", "exec", devcloud_compute.PUBLIC_NS, *command],
         capture_output=True,
         text=True,
         timeout=60,
     )
 
 
-def wait_for_ssh(address: str, key: Path, user: str, command: str) -> tuple[str, float]:
+def ssh(address: str, key: Path, user: str, command: str) -> subprocess.CompletedProcess[str]:
+    return in_namespace(
+        *("ssh", "-i", str(key), "-o", "StrictHostKeyChecking=no"),
+        *("-o", "UserKnownHostsFile=/dev/null", "-o", "ConnectTimeout=10"),
+        *("-o", "BatchMode=yes", f"{user}@{address}", command),
+    )
+
+
+def wait_for(what: str, attempt: Callable[[], subprocess.CompletedProcess[str]]) -> str:
+    """Retry until the command succeeds; its output."""
     started = time.monotonic()
     while True:
-        result = ssh(address, key, user, command)
+        result = attempt()
         if result.returncode == 0:
-            return result.stdout, time.monotonic() - started
+            return result.stdout
         if time.monotonic() - started > BOOT_TIMEOUT:
-            raise AssertionError(f"no SSH to {address}: {result.stderr[-500:]}")
+            raise AssertionError(f"{what}: {result.stderr[-500:]}")
         time.sleep(5)
 
 
-def nothing_left(conn: Any, name: str) -> None:
-    assert [s.name for s in conn.compute.servers() if s.name == name] == []
-    assert [k.name for k in conn.compute.keypairs() if k.name == name] == []
-    assert list(conn.network.ips()) == []
-    # Only the router's and DHCP's ports stay on the tenant network.
+def nothing_left(conn: Any) -> None:
+    """No server, keypair, floating IP or loose port in the connection's project."""
+    assert [s.name for s in conn.compute.servers()] == []
+    assert [k.name for k in conn.compute.keypairs()] == []
+    assert [ip.floating_ip_address for ip in conn.network.ips()] == []
+    # Only the router's and DHCP's ports stay on the project's networks.
     owners = {port.device_owner for port in conn.network.ports()}
     assert owners <= {"network:router_interface", "network:dhcp", "network:router_gateway"}
 
 
-def test_server_boots_from_glance_with_keypair_user_data_and_floating_ip(
-    compute_devcloud: DevCloud,
-    built: Callable[[str], Path],
-    config: Config,
-    clouds_yaml: None,
-    tmp_path: Path,
-) -> None:
-    build_dir = built("web")
-    cfg = config.model_copy(
-        update={
-            "publish": config.publish.model_copy(update={"name_format": "ct-{role}-{build_id}"})
-        }
+def virsh_guests() -> list[str]:
+    listed = subprocess.run(
+        ["virsh", "list", "--all", "--name"], capture_output=True, text=True, check=True
     )
-    image_id = publish(cfg, "web", "devcloud", build_id=build_dir.name, force=True).image_id
-    assert image_id
+    return listed.stdout.split()
 
-    key = tmp_path / "id_ed25519"  # not the key baked into the image: Nova's keypair
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
-    proof = secrets.token_hex(8)
-    user_data = (
-        "#cloud-config\n"
-        f"write_files:\n- path: /var/tmp/proof\n  content: '{proof}'\n  permissions: '0644'\n"
+
+def test_a_member_boots_the_shared_image_with_its_own_user_data(
+    compute_devcloud: DevCloud,
+    published_web: PublishResult,
+    config: Config,
+    cloud_config: Path,
+    tmp_path: Path,
+    clouds_yaml: None,
+) -> None:
+    """The README's walkthrough, as project alpha: accept, user data, server, floating IP."""
+    accepted = imagekit(cloud_config, "accept", published_web.name, "--cloud", "devcloud-alpha")
+    assert accepted.returncode == 0, accepted.stderr
+    user_data = tmp_path / "alpha-web.yaml"
+    rendered = imagekit(
+        cloud_config,
+        *("userdata", "web", "--values", str(CHECKOUT / "cloud-init/examples/web.yaml")),
+        *("--set", "hostname=alpha-web1", "--set", "server_name=shop.alpha.example"),
+        *("--set", "configure_private_interface=false", "--set", "db_password=alpha-Secret-42"),
+        *("--output", str(user_data)),
     )
-    name = f"ct-{proof}"
-    conn = compute_devcloud.connect("devcloud")
+    assert rendered.returncode == 0, rendered.stderr
+    key = tmp_path / "id_ed25519"  # the member's own key: Nova's keypair, not a baked one
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+
+    conn = compute_devcloud.connect("devcloud-alpha")
     try:
+        image = conn.image.find_image(published_web.name, ignore_missing=False)
+        assert image.id == published_web.image_id
         keypair = conn.compute.create_keypair(
-            name=name, public_key=key.with_suffix(".pub").read_text()
+            name="alpha-key", public_key=key.with_suffix(".pub").read_text()
         )
         network = conn.network.find_network(devcloud_compute.NETWORK, ignore_missing=False)
         started = time.monotonic()
         server = conn.compute.create_server(
-            name=name,
-            image_id=image_id,
+            name="alpha-web1",
+            image_id=image.id,
             flavor_id=conn.compute.find_flavor("imagekit.small", ignore_missing=False).id,
             networks=[{"uuid": network.id}],
             key_name=keypair.name,
-            user_data=base64.b64encode(user_data.encode()).decode(),
+            user_data=base64.b64encode(user_data.read_bytes()).decode(),
             security_groups=[{"name": devcloud_compute.SECURITY_GROUP}],
         )
         server = conn.compute.wait_for_server(server, wait=600)
@@ -100,34 +171,90 @@ def test_server_boots_from_glance_with_keypair_user_data_and_floating_ip(
         public = conn.network.find_network(devcloud_compute.PUBLIC_NETWORK, ignore_missing=False)
         port = next(iter(conn.network.ports(device_id=server.id)))
         ip = conn.network.create_ip(floating_network_id=public.id, port_id=port.id)
+        address = ip.floating_ip_address
 
         # Not reachable from the root namespace: only from inside the dev cloud's.
-        outside = subprocess.run(
-            ["ping", "-c", "1", "-W", "2", ip.floating_ip_address], capture_output=True
-        )
+        outside = subprocess.run(["ping", "-c", "1", "-W", "2", address], capture_output=True)
         assert outside.returncode != 0
-        output, to_ssh = wait_for_ssh(
-            ip.floating_ip_address, key, config.admin_user, "cat /var/tmp/proof"
+        page = wait_for(
+            f"no page from {address}",
+            lambda: in_namespace(
+                *("curl", "-sSf", "--max-time", "10"),
+                *("-H", "Host: shop.alpha.example", f"http://{address}/"),
+            ),
         )
-        assert output.strip() == proof
-        print(f"\nserver ACTIVE in {active:.0f} s, SSH {active + to_ssh:.0f} s after create")
+        print(f"\nserver ACTIVE in {active:.0f} s, page {time.monotonic() - started:.0f} s")
+        assert "imagekit web: PHP" in page and "on alpha-web1" in page, page
+        hostname = ssh(address, key, config.admin_user, "hostname")
+        assert hostname.stdout.strip() == "alpha-web1", hostname.stderr
         assert len(virsh_guests()) == 1
 
         conn.network.delete_ip(ip)
         conn.compute.delete_server(server)
         conn.compute.wait_for_delete(server, wait=300)
         conn.compute.delete_keypair(keypair)
-        conn.image.delete_image(image_id)
-        nothing_left(conn, name)
-        assert conn.image.find_image(image_id) is None
+        nothing_left(conn)
     finally:
         conn.close()
     assert virsh_guests() == []
     assert f"link tap{port.id[:11]}" not in host_leftovers()  # the server's own tap
 
 
-def virsh_guests() -> list[str]:
-    listed = subprocess.run(
-        ["virsh", "list", "--all", "--name"], capture_output=True, text=True, check=True
+def test_imagekit_test_on_the_cloud_passes_the_web_suite(
+    compute_devcloud: DevCloud,
+    published_web: PublishResult,
+    built: Callable[[str], Path],
+    cloud_config: Path,
+    clouds_yaml: None,
+) -> None:
+    """`imagekit test web --cloud devcloud`: the published image, the same suite as locally."""
+    web = built("web")
+    result = imagekit(cloud_config, "test", "web", "--cloud", "devcloud", "--build", web.name)
+    print(result.stdout[-2000:])
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    record = Manifest.read(web).tests[-1]
+    assert record.passed and record.backend == "OpenStackInstance" and record.tests >= 10
+    print(f"on Nova: {record.timings}, suite {record.suite_s} s, total {record.total_s} s")
+    conn = compute_devcloud.connect("devcloud")
+    try:
+        nothing_left(conn)
+    finally:
+        conn.close()
+    assert virsh_guests() == []
+
+
+def test_a_killed_cloud_test_is_cleaned_up_by_the_next_run(
+    compute_devcloud: DevCloud,
+    published_web: PublishResult,
+    built: Callable[[str], Path],
+    cloud_config: Path,
+    clouds_yaml: None,
+) -> None:
+    """kill -9 once the server, its ports, keypair and floating IP exist; then `cleanup`."""
+    web = built("web")
+    child = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "imagekit", "--config", str(cloud_config)),
+            *("test", "web", "--cloud", "devcloud", "--build", web.name),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
-    return listed.stdout.split()
+    conn = compute_devcloud.connect("devcloud")
+    try:
+        deadline = time.monotonic() + 600
+        while not list(conn.network.ips()):
+            assert child.poll() is None and time.monotonic() < deadline, "no floating IP made"
+            time.sleep(1)
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait()
+        assert [s.name for s in conn.compute.servers()] != [], "the server outlived its run"
+
+        cleanup = imagekit(cloud_config, "cleanup")
+        assert cleanup.returncode == 0, cleanup.stdout + cleanup.stderr
+        for kind in ("server", "keypair", "floating IP", "port"):
+            assert f"deleted {kind} " in cleanup.stdout, cleanup.stdout
+        nothing_left(conn)
+    finally:
+        conn.close()
+    assert virsh_guests() == []

@@ -68,9 +68,13 @@ class FakeCloud:
         # Every server create request body, as Nova received it.
         self.server_requests: list[dict[str, Any]] = []
         self.floating_ips: dict[str, dict[str, Any]] = {}
+        # Ports made by the client (a server's own NIC ports are Nova's: port-1).
+        self.ports: dict[str, dict[str, Any]] = {}
+        self.port_requests: list[dict[str, Any]] = []
         self.networks = [
             {"id": "net-private", "name": "private"},
             {"id": "net-public", "name": "public"},
+            {"id": "net-site", "name": "site-private"},
         ]
         self.created: list[str] = []
         self.deleted: list[str] = []
@@ -148,7 +152,13 @@ class FakeCloud:
                 lambda m: self._delete("server", m[1], self.servers, context),
             ),
             ("POST", r"^/v2.1/servers/([^/]+)/action$", lambda m: {"output": "login: "}),
-            ("GET", r"^/v2.0/ports$", lambda m: {"ports": [{"id": "port-1"}]}),
+            ("GET", r"^/v2.0/ports$", lambda m: self._list_ports(request)),
+            ("POST", r"^/v2.0/ports$", lambda m: self._create_port(body, context)),
+            (
+                "DELETE",
+                r"^/v2.0/ports/(.+)$",
+                lambda m: self._delete("port", m[1], self.ports, context),
+            ),
             ("POST", r"^/v2.0/floatingips$", lambda m: self._create_ip(body, context)),
             (
                 "DELETE",
@@ -216,6 +226,20 @@ class FakeCloud:
         if server_id not in self.servers:
             return self._not_found(context)
         return {"server": self.servers[server_id]}
+
+    def _list_ports(self, request: Any) -> Any:
+        """The server's own port on its first network, and the ports made by the client."""
+        ports = [{"id": "port-1", "network_id": "net-private"}, *self.ports.values()]
+        wanted = request.qs.get("network_id")
+        return {"ports": [p for p in ports if not wanted or p["network_id"] in wanted]}
+
+    def _create_port(self, body: dict[str, Any], context: Any) -> Any:
+        self.port_requests.append(body["port"])
+        port = {**body["port"], "id": f"port-{len(self.created) + 2}"}
+        self.ports[port["id"]] = port
+        self.created.append(f"port {port['id']}")
+        context.status_code = 201
+        return {"port": port}
 
     def _create_ip(self, body: dict[str, Any], context: Any) -> Any:
         ip = {**body["floatingip"], "id": "fip-1", "floating_ip_address": "127.0.0.1"}

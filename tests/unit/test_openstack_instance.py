@@ -86,6 +86,28 @@ def test_boots_a_server_and_deletes_everything(
     assert sorted(d.split()[0] for d in cloud.deleted) == ["floating_ip", "keypair", "server"]
 
 
+def test_a_private_network_gives_the_server_a_second_nic_with_its_private_address(
+    mocker: requests_mock.Mocker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cloud = FakeCloud(mocker)
+    monkeypatch.setattr(backend, "wait_until_ready", ready([]))
+    settings = ServerSettings("m1.small", "private", "public", private_network="site-private")
+    instance = OpenStackInstance(
+        connect(), "imagekit-web-1", "admin", "it-web", settings, private_address="10.12.0.11"
+    )
+    with throwaway(instance):
+        ((port_id, port),) = cloud.ports.items()
+        assert port["network_id"] == "net-site"
+        assert port["fixed_ips"] == [{"ip_address": "10.12.0.11"}]
+        assert port["name"] == instance.name
+        (server,) = cloud.server_requests
+        assert server["networks"] == [{"uuid": "net-private"}, {"port": port_id}]
+        (ip,) = cloud.floating_ips.values()
+        assert ip["port_id"] == "port-1", "the floating IP is on the first network's port"
+    assert cloud.ports == {} and cloud.servers == {} and cloud.floating_ips == {}
+    assert f"port {port_id}" in cloud.deleted
+
+
 def test_server_in_error_is_reported_and_cleaned_up(
     mocker: requests_mock.Mocker, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -140,7 +162,8 @@ def config(
     config = load_config(
         write_config(
             "ssh_keys: [{key}]\n"
-            "openstack: {flavor: m1.small, network: private, floating_ip_network: public}\n"
+            "openstack: {flavor: m1.small, network: private, floating_ip_network: public,\n"
+            "  private_network: site-private}\n"
             "publish: {name_format: 'golden-{role}-{build_id}'}\n"
         )
     )
@@ -195,15 +218,29 @@ def test_the_server_boots_the_published_image_with_the_rendered_user_data(
     (server,) = cloud.server_requests
     assert server["imageRef"] == ("img-published" if published else "img-by-name")
     user_data = base64.b64decode(server["user_data"]).decode()
-    assert user_data == verify.instance_user_data(config, "web")
+    assert user_data == verify.instance_user_data(config, "web", private_nic_by_cloud=True)
     assert "web1" in user_data, "the role's example values, as the local VM gets them"
+    # The private address comes from the cloud (a port with the example's address) ...
+    assert "ip addr replace" not in user_data
+    assert [p["fixed_ips"] for p in cloud.port_requests] == [[{"ip_address": "10.12.0.11"}]]
+    # ... and the rest is what a local VM boots with.
     target = verify.find_target(config, "web", None, None)
     local = verify.qemu_instances(config)(target, config.output_dir / "console.log")
-    assert isinstance(local, QemuInstance) and local.user_data == user_data
+    assert isinstance(local, QemuInstance) and "ip addr replace 10.12.0.11/16" in local.user_data
+    assert set(user_data.splitlines()) < set(local.user_data.splitlines())
     run = runs.current()
     assert run is not None and server["metadata"]["imagekit_run"] == run.id
     assert run.id in server["name"] and run.id in server["key_name"]
     assert cloud.servers == {} and cloud.keypairs == {} and cloud.floating_ips == {}
+
+
+def test_no_private_network_is_one_line(
+    config: Config, write_config: Callable[[str], Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write_config("ssh_keys: [{key}]\nopenstack: {flavor: m1.small, network: private}\n")
+    assert main(["--config", str(path), "test", "web", "--cloud", "fake"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "openstack.private_network missing" in err[0], err
 
 
 @pytest.mark.parametrize(
