@@ -74,7 +74,10 @@ def test_test_without_a_build(write_config: WriteConfig) -> None:
 
 
 def test_test_unknown_cloud(write_config: WriteConfig, tmp_path: Path) -> None:
-    path = write_config("ssh_keys: [{key}]\nopenstack: {flavor: m1.small, network: private}\n")
+    path = write_config(
+        "ssh_keys: [{key}]\n"
+        "openstack: {flavor: m1.small, network: private, private_network: site}\n"
+    )
     clouds = tmp_path / "clouds.yaml"
     clouds.write_text("clouds:\n  prod:\n    auth: {auth_url: 'http://127.0.0.1:5000/v3'}\n")
     result = subprocess.run(
