@@ -9,6 +9,7 @@ import signal
 import sys
 import time
 import traceback
+from importlib import metadata
 from pathlib import Path
 from typing import NoReturn
 
@@ -46,10 +47,23 @@ def _project(value: str) -> str:
     return value
 
 
+EXIT_STATUSES = """exit status:
+  0    done
+  1    a failure: a build, a suite, a cloud's error, or an internal error
+  2    bad input: one line on stderr names what and where; nothing was made
+  3    another imagekit run holds what this one needs (the same role's build, the pipeline)
+  130  interrupted (Ctrl-C, SIGTERM, SIGHUP): what was made was removed"""
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="imagekit",
         description="Build golden OpenStack images of the lb, web, dns and db roles.",
+        epilog=EXIT_STATUSES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"%(prog)s {metadata.version('imagekit')}"
     )
     parser.add_argument(
         "--debug",
@@ -106,6 +120,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     test.add_argument(
         "--cloud",
+        "--os-cloud",
         default=os.environ.get("OS_CLOUD"),
         metavar="NAME",
         help="boot a server on this clouds.yaml cloud instead of a local VM (default: "
@@ -147,6 +162,7 @@ def _parser() -> argparse.ArgumentParser:
     def cloud_option(command: argparse.ArgumentParser) -> None:
         command.add_argument(
             "--cloud",
+            "--os-cloud",  # as the openstack client names it
             default=os.environ.get("OS_CLOUD"),
             metavar="NAME",
             help="clouds.yaml entry (default: $OS_CLOUD)",

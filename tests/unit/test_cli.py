@@ -26,6 +26,26 @@ def test_help_on_every_command(args: list[str]) -> None:
     assert result.stdout.startswith("usage: imagekit")
 
 
+def test_version_and_exit_statuses() -> None:
+    version = run("--version")
+    assert version.returncode == 0 and version.stdout.strip() == "imagekit 0.1.0"
+    statuses = run("--help").stdout.split("exit status:")[1]
+    assert [line.split()[0] for line in statuses.strip().splitlines()] == [
+        "0",
+        "1",
+        "2",
+        "3",
+        "130",
+    ]
+
+
+def test_os_cloud_is_the_openstack_clients_name_for_cloud(write_config: WriteConfig) -> None:
+    path = write_config("ssh_keys: [{key}]\n")
+    for option in ("--cloud", "--os-cloud"):
+        result = run("--config", str(path), "images", "web", option, "no-such-cloud")
+        _assert_one_line_exit_2(result, "--cloud no-such-cloud:")
+
+
 def _assert_one_line_exit_2(result: subprocess.CompletedProcess[str], text: str) -> None:
     assert result.returncode == 2, result.stderr
     assert result.stdout == ""
