@@ -20,12 +20,14 @@ def image_name(config: Config, manifest: Manifest) -> str:
 
 
 def image_attributes(
-    config: Config, manifest: Manifest, forced: bool, run_id: str | None = None
+    config: Config, manifest: Manifest, forced: bool, md5: str, run_id: str | None = None
 ) -> dict[str, Any]:
+    """md5: of the image file (openstacksdk's own uploads carry it, see below)."""
     assert manifest.image is not None
     gib = 1024**3
+    name = image_name(config, manifest)
     attributes: dict[str, Any] = {
-        "name": image_name(config, manifest),
+        "name": name,
         "disk_format": manifest.image.format,
         "container_format": "bare",
         "visibility": "private",  # shared once verified
@@ -46,6 +48,11 @@ def image_attributes(
         "imagekit_build_id": manifest.build_id,
         "imagekit_builder": f"{manifest.builder} {manifest.builder_version}",
         "imagekit_sha256": manifest.image.sha256,
+        # What openstacksdk and the openstack client set on their uploads, so that they
+        # (and tools built on them) recognise the image's content as theirs.
+        "owner_specified.openstack.md5": md5,
+        "owner_specified.openstack.sha256": manifest.image.sha256,
+        "owner_specified.openstack.object": f"images/{name}",
     }
     if run_id:  # an upload its run did not finish is found and deleted by this
         attributes["imagekit_run"] = run_id

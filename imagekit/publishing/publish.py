@@ -24,7 +24,13 @@ from imagekit.manifest import (
 from imagekit.publishing.attributes import image_attributes, image_name
 from imagekit.publishing.rotation import RotationPlan, rotate
 from imagekit.publishing.sharing import resolve_projects, share
-from imagekit.publishing.upload import HashingReader, create_and_upload, verify, wait_active
+from imagekit.publishing.upload import (
+    HashingReader,
+    create_and_upload,
+    file_md5,
+    verify,
+    wait_active,
+)
 
 
 @dataclass
@@ -148,7 +154,9 @@ def publish(
         stored, _ = create_and_upload(
             conn,
             image_file,
-            image_attributes(config, manifest, forced, run.id if run else None),
+            image_attributes(
+                config, manifest, forced, file_md5(image_file), run.id if run else None
+            ),
             manifest.image.sha256,
         )
         result.upload_s = round(time.monotonic() - started, 1)

@@ -57,6 +57,15 @@ class HashingReader:
         return Hashes(self.sha256.hexdigest(), self.sha512.hexdigest(), self.size)
 
 
+def file_md5(path: Path) -> str:
+    """The md5 the SDK's uploads record (a convention, not a security check)."""
+    digest = hashlib.md5(usedforsecurity=False)
+    with path.open("rb") as file:
+        while chunk := file.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def _ok(response: Any) -> Any:
     """Raise the SDK's HttpException (with status_code) for an HTTP error."""
     os_exceptions.raise_from_response(response)

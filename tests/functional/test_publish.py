@@ -73,6 +73,10 @@ def test_publish_share_accept_and_download(
     assert record["hw_disk_bus"] == "virtio" and record["os_admin_user"] == config.admin_user
     assert record["min_disk"] >= 1 and record["architecture"] == "x86_64"
     assert set(record["tags"]) == {"imagekit", "imagekit-role-web"}
+    # The SDK's conventions: Glance's own md5 of what it stored matches ours.
+    assert record["owner_specified.openstack.md5"] == record["checksum"]
+    assert record["owner_specified.openstack.sha256"] == record["imagekit_sha256"]
+    assert record["owner_specified.openstack.object"] == f"images/{image.name}"
     assert Manifest.read(tested_web).publications[-1].image_id == image.id
 
     # Until it accepts, the member project does not see the image in its list.

@@ -36,8 +36,12 @@ def _manifest() -> Manifest:
 
 def test_conventional_properties(write_config: Callable[[str], Path]) -> None:
     config = load_config(write_config("ssh_keys: [{key}]\n"))
-    attributes = image_attributes(config, _manifest(), forced=False)
+    attributes = image_attributes(config, _manifest(), forced=False, md5="cd" * 16)
     assert attributes["name"] == "imagekit-web-20261124T133811Z"
+    # As openstacksdk's own uploads carry them.
+    assert attributes["owner_specified.openstack.md5"] == "cd" * 16
+    assert attributes["owner_specified.openstack.sha256"] == "ab" * 32
+    assert attributes["owner_specified.openstack.object"] == "images/imagekit-web-20261124T133811Z"
     assert (attributes["disk_format"], attributes["container_format"]) == ("qcow2", "bare")
     assert attributes["os_distro"] == "debian" and attributes["os_version"] == "12"
     assert attributes["architecture"] == "x86_64"
@@ -51,7 +55,7 @@ def test_conventional_properties(write_config: Callable[[str], Path]) -> None:
     assert attributes["tags"] == ["imagekit", "imagekit-role-web"]
     assert attributes["visibility"] == "private"
     assert "imagekit_warning" not in attributes
-    assert "imagekit_warning" in image_attributes(config, _manifest(), forced=True)
+    assert "imagekit_warning" in image_attributes(config, _manifest(), forced=True, md5="")
 
 
 def test_name_format_is_validated(write_config: Callable[[str], Path]) -> None:
