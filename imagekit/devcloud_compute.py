@@ -34,8 +34,7 @@ from openstack.exceptions import SDKException
 from imagekit.daemons import Daemon, free_ports, port_is_free, stop_groups, uwsgi_command
 from imagekit.errors import ImagekitError, UserError, one_line
 from imagekit.files import remove_path, write_private
-from imagekit.host import install_packages
-from imagekit.instances.qemu import kvm_usable
+from imagekit.host import install_packages, kvm_usable
 
 if TYPE_CHECKING:
     from imagekit.devcloud import DevCloud

@@ -8,7 +8,6 @@ from imagekit import host, runs
 from imagekit.builders.packer import PACKER_REQUIREMENTS
 from imagekit.config import load_config
 from imagekit.errors import ImagekitError
-from imagekit.instances.qemu import kvm_usable
 
 # SITE_REQUIREMENTS holds TEST_REQUIREMENTS: every tool is listed once.
 ALL_REQUIREMENTS = host.BUILD_REQUIREMENTS + host.SITE_REQUIREMENTS + PACKER_REQUIREMENTS
@@ -36,7 +35,7 @@ def checks(config_path: Path | None = None) -> list[Check]:
         found.append(
             Check("info", "device-mapper", f"absent: builds use partx stand-ins ({host.SHIM_DIR})")
         )
-    if kvm_usable():
+    if host.kvm_usable():
         found.append(Check("ok", "kvm", "throwaway instances use KVM"))
     else:
         found.append(Check("info", "kvm", "not usable here: throwaway instances use TCG (slower)"))

@@ -66,6 +66,25 @@ def has_device_mapper(proc_misc: Path = Path("/proc/misc")) -> bool:
         return False
 
 
+def kvm_usable(
+    cpuinfo: Path = Path("/proc/cpuinfo"), sys_module: Path = Path("/sys/module")
+) -> bool:
+    """KVM only where it really works: an openable /dev/kvm is not proof.
+
+    Nested "kvm_pvm" hosts expose /dev/kvm without vmx/svm, and a stock
+    kernel stalls there at boot.
+    """
+    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        return False
+    if (sys_module / "kvm_pvm").exists():
+        return False
+    flags = set()
+    for line in cpuinfo.read_text().splitlines():
+        if line.startswith("flags"):
+            flags.update(line.split(":", 1)[1].split())
+    return bool(flags & {"vmx", "svm"})
+
+
 def install_packages(packages: list[str]) -> None:
     """apt-get install, as root; the error names what failed."""
     if not packages:

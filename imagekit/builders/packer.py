@@ -19,9 +19,8 @@ from openstack.exceptions import ConfigException
 from imagekit.builders import dib, run_build, run_logged
 from imagekit.config import Config
 from imagekit.errors import UserError
-from imagekit.host import Requirement
+from imagekit.host import Requirement, kvm_usable
 from imagekit.instances.access import make_key_pair
-from imagekit.instances.qemu import kvm_usable
 from imagekit.manifest import Package, latest_build
 from imagekit.progress import Progress
 from imagekit.roles import CHECKOUT, ELEMENTS_DIR, role_element

@@ -1,6 +1,5 @@
 """Throwaway instances as local qemu VMs (the default backend)."""
 
-import os
 import shutil
 import signal
 import subprocess
@@ -14,30 +13,12 @@ from typing import Any
 import yaml
 
 from imagekit import runs
+from imagekit.host import kvm_usable
 from imagekit.instances import SshAddress
 from imagekit.instances.access import free_port, make_key_pair, wait_until_ready
 from imagekit.instances.seed import write_nocloud_seed
 
 CONSOLE_TAIL = 15
-
-
-def kvm_usable(
-    cpuinfo: Path = Path("/proc/cpuinfo"), sys_module: Path = Path("/sys/module")
-) -> bool:
-    """KVM only where it really works: an openable /dev/kvm is not proof.
-
-    Nested "kvm_pvm" hosts expose /dev/kvm without vmx/svm, and a stock
-    kernel stalls there at boot.
-    """
-    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
-        return False
-    if (sys_module / "kvm_pvm").exists():
-        return False
-    flags = set()
-    for line in cpuinfo.read_text().splitlines():
-        if line.startswith("flags"):
-            flags.update(line.split(":", 1)[1].split())
-    return bool(flags & {"vmx", "svm"})
 
 
 @dataclass(frozen=True)

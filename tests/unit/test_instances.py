@@ -7,9 +7,10 @@ import pycdlib
 import pytest
 import yaml
 
+from imagekit.host import kvm_usable
 from imagekit.instances import SshAddress, throwaway
 from imagekit.instances.access import make_key_pair
-from imagekit.instances.qemu import _with_key, kvm_usable
+from imagekit.instances.qemu import _with_key
 from imagekit.instances.seed import write_nocloud_seed
 from imagekit.sshkeys import parse_public_keys
 
