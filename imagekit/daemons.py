@@ -126,15 +126,6 @@ def uwsgi_command(venv: Path, port: int, module: str) -> list[str]:
     ]
 
 
-def free_ports(count: int) -> list[int]:
-    """count different free TCP ports on 127.0.0.1."""
-    with contextlib.ExitStack() as stack:
-        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
-        for sock in sockets:  # all bound at once, so all different
-            sock.bind(("127.0.0.1", 0))
-        return [int(sock.getsockname()[1]) for sock in sockets]
-
-
 def port_is_free(port: int) -> bool:
     with socket.socket() as sock:
         # As uwsgi does: connections of a stopped server in TIME_WAIT do not block.

@@ -28,10 +28,11 @@ from openstack.connection import Connection
 from openstack.exceptions import SDKException
 from openstack.identity.v3._proxy import Proxy as IdentityProxy
 
-from imagekit.daemons import Daemon, free_ports, port_is_free, stop_groups, uwsgi_command
+from imagekit.daemons import Daemon, port_is_free, stop_groups, uwsgi_command
 from imagekit.devcloud_compute import COMPUTE_PINS, ComputeCloud
 from imagekit.errors import ImagekitError, UserError, one_line
 from imagekit.files import remove_path, write_private
+from imagekit.host import free_ports
 from imagekit.locking import Lock
 
 DEFAULT_STATE_DIR = Path(__file__).resolve().parent.parent / "build" / "devcloud"

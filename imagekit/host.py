@@ -1,7 +1,9 @@
 """The builder host: what builds need on it, and installing what is missing."""
 
+import contextlib
 import os
 import shutil
+import socket
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,6 +85,15 @@ def kvm_usable(
         if line.startswith("flags"):
             flags.update(line.split(":", 1)[1].split())
     return bool(flags & {"vmx", "svm"})
+
+
+def free_ports(count: int) -> list[int]:
+    """count different free TCP ports on 127.0.0.1."""
+    with contextlib.ExitStack() as stack:
+        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for sock in sockets:  # all bound at once, so all different
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in sockets]
 
 
 def install_packages(packages: list[str]) -> None:

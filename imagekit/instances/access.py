@@ -1,7 +1,6 @@
 """A fresh SSH key pair per run, and waiting until an instance is ready."""
 
 import logging
-import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -11,6 +10,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from imagekit.errors import ImagekitError
+from imagekit.files import write_private
 from imagekit.instances import SshAddress
 
 
@@ -18,14 +18,12 @@ def make_key_pair(directory: Path, comment: str) -> tuple[Path, str]:
     """An ed25519 key pair only this run knows; returns (private key path, public line)."""
     key = Ed25519PrivateKey.generate()
     private = directory / "id_ed25519"
-    private.touch(mode=0o600)
-    private.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.OpenSSH,
-            serialization.NoEncryption(),
-        )
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.OpenSSH,
+        serialization.NoEncryption(),
     )
+    write_private(private, pem.decode())
     public = key.public_key().public_bytes(
         serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
     )
@@ -80,13 +78,6 @@ def wait_for_ssh(
             last = str(err) or type(err).__name__
         time.sleep(2)
     raise TimeoutError(f"SSH did not answer ({last})")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def wait_until_ready(

@@ -13,9 +13,9 @@ from typing import Any
 import yaml
 
 from imagekit import runs
-from imagekit.host import kvm_usable
+from imagekit.host import free_ports, kvm_usable
 from imagekit.instances import SshAddress
-from imagekit.instances.access import free_port, make_key_pair, wait_until_ready
+from imagekit.instances.access import make_key_pair, wait_until_ready
 from imagekit.instances.seed import write_nocloud_seed
 
 CONSOLE_TAIL = 15
@@ -79,7 +79,7 @@ class QemuInstance:
     def start(self) -> SshAddress:
         started = time.monotonic()
         key_file, public_key = make_key_pair(self.workdir, f"imagekit-test-{self.name}")
-        port = free_port()
+        (port,) = free_ports(1)
         self.launch(public_key, port)
         address = self.address = SshAddress("127.0.0.1", port, self.user, str(key_file))
         self.timings = wait_until_ready(
