@@ -27,7 +27,7 @@ from imagekit.instances import SshAddress
 from imagekit.manifest import check_qcow2
 from imagekit.publishing import publish as publishing
 from imagekit.publishing import rotation, sharing
-from imagekit.roles import ROLES, resolve_roles
+from imagekit.roles import ROLES, ROLES_HELP, resolve_roles
 from imagekit.site import run as site_run
 from imagekit.site.model import DEFAULT_SITE, load_site
 from imagekit.userdata import ROLE_VALUES, load_values, render_user_data
@@ -84,7 +84,7 @@ def _parser() -> argparse.ArgumentParser:
         help="build role images with diskimage-builder",
         description="Build the golden image of each ROLE (or all) into OUTPUT/ROLE/BUILD_ID/.",
     )
-    build.add_argument("roles", nargs="+", metavar="ROLE", help=f"{', '.join(ROLES)} or all")
+    build.add_argument("roles", nargs="+", metavar="ROLE", help=ROLES_HELP)
     build.add_argument(
         "--with",
         dest="builder",
@@ -111,7 +111,7 @@ def _parser() -> argparse.ArgumentParser:
         "local qemu VM, run the role's testinfra suite over SSH, write a JUnit report beside "
         "the build, record the result in its manifest, and destroy the VM.",
     )
-    test.add_argument("roles", nargs="+", metavar="ROLE", help=f"{', '.join(ROLES)} or all")
+    test.add_argument("roles", nargs="+", metavar="ROLE", help=ROLES_HELP)
     which = test.add_mutually_exclusive_group()
     which.add_argument("--image", type=Path, metavar="PATH", help="test this qcow2 instead")
     which.add_argument("--build", metavar="ID", help="test this build id instead of the latest")
@@ -175,7 +175,7 @@ def _parser() -> argparse.ArgumentParser:
         "its sha512, set the conventional properties, share it with the configured projects "
         "(and --share), and rotate the role's older images.",
     )
-    publish.add_argument("roles", nargs="+", metavar="ROLE", help=f"{', '.join(ROLES)} or all")
+    publish.add_argument("roles", nargs="+", metavar="ROLE", help=ROLES_HELP)
     cloud_option(publish)
     publish.add_argument("--build", metavar="ID", help="publish this build (one role)")
     publish.add_argument(
@@ -219,7 +219,7 @@ def _parser() -> argparse.ArgumentParser:
         "only if every role's image was uploaded, shared and rotated in this run; a role that "
         "only finished an earlier run's build is marked 'resumed' (no new build).",
     )
-    nightly.add_argument("roles", nargs="*", metavar="ROLE", help=f"{', '.join(ROLES)} or all")
+    nightly.add_argument("roles", nargs="*", metavar="ROLE", help=ROLES_HELP)
     cloud_option(nightly)
     nightly.add_argument("--dry-run", action="store_true", help="print the plan only")
     nightly.add_argument(

@@ -17,14 +17,22 @@ from pydantic import (
 
 from imagekit.errors import UserError
 from imagekit.mirrors import check_image_mirror, check_mirror, host_debian_mirrors
-from imagekit.roles import CHECKOUT
+from imagekit.roles import CHECKOUT, ROLES
 from imagekit.sshkeys import KEY_TYPES, PublicKey, parse_public_keys
 from imagekit.yamlfile import load_yaml
 
 DEFAULT_CONFIG = CHECKOUT / "imagekit.yaml"
 
 PackageName = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9+.-]+$")]
-Role = Literal["lb", "web", "dns", "db"]
+
+
+def _known_role(name: str) -> str:
+    if name not in ROLES:
+        raise ValueError(f"unknown role '{name}' ({', '.join(ROLES)})")
+    return name
+
+
+RoleName = Annotated[str, AfterValidator(_known_role)]
 
 
 @dataclass(frozen=True)
@@ -119,7 +127,7 @@ class Config(StrictModel):
     admin_user: str = Field(default="admin", pattern=r"^[a-z_][a-z0-9_-]{0,31}$")
     ssh_keys: list[Annotated[KeySource, BeforeValidator(_load_key_source)]] = Field(min_length=1)
     packages: list[PackageName] = []
-    roles: dict[Role, RoleSettings] = {}
+    roles: dict[RoleName, RoleSettings] = {}
     openstack: OpenStackSettings | None = None
     publish: PublishSettings = PublishSettings()
     output_dir: Path = Field(default=Path("images"), validate_default=True)

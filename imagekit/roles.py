@@ -1,14 +1,62 @@
-"""The roles imagekit builds and the DIB elements that make them."""
+"""The roles imagekit builds: the one registry every other module reads."""
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from imagekit.errors import UserError
 
-ROLES: tuple[str, ...] = ("lb", "web", "dns", "db")
-
-# The checkout holds the elements next to the package (editable install).
+# The checkout holds the elements and suites next to the package (editable install).
 CHECKOUT = Path(__file__).resolve().parent.parent
 ELEMENTS_DIR = CHECKOUT / "elements"
+SUITES_DIR = CHECKOUT / "tests" / "infra"
+TEMPLATES_DIR = CHECKOUT / "cloud-init"
+
+
+@dataclass(frozen=True)
+class Role:
+    """A role: its DIB element, its testinfra suite, its user-data template and example.
+
+    The role's user-data variables are `imagekit.userdata.values.ROLE_VALUES[name]`
+    (a model per role, checked against this registry there).
+    """
+
+    name: str
+    summary: str
+
+    @property
+    def element(self) -> str:
+        return role_element(self.name)
+
+    @property
+    def suite(self) -> Path:
+        return SUITES_DIR / f"test_{self.name}.py"
+
+    @property
+    def template(self) -> Path:
+        return TEMPLATES_DIR / f"{self.name}.yaml.j2"
+
+    @property
+    def example_values(self) -> Path:
+        return TEMPLATES_DIR / "examples" / f"{self.name}.yaml"
+
+
+REGISTRY: tuple[Role, ...] = (
+    Role("lb", "load balancer: HAProxy with TLS, gateway and NAT of the private network"),
+    Role("web", "web server: Nginx + PHP-FPM"),
+    Role("dns", "name server of the private network: Unbound"),
+    Role("db", "database server: MariaDB"),
+)
+ROLES: tuple[str, ...] = tuple(role.name for role in REGISTRY)
+# How the CLI names them in its help.
+ROLES_HELP = f"{', '.join(ROLES)} or all"
+
+
+def get_role(name: str) -> Role:
+    for role in REGISTRY:
+        if role.name == name:
+            return role
+    raise UserError(f"unknown role '{name}': choose from {', '.join(ROLES)}")
+
 
 # The distribution's own elements that every role image starts from.
 DISTRO_ELEMENTS: dict[str, tuple[str, ...]] = {"debian": ("debian-minimal", "vm")}

@@ -28,12 +28,10 @@ from imagekit.manifest import (
     utc_now,
 )
 from imagekit.publishing.attributes import image_name
-from imagekit.roles import CHECKOUT
+from imagekit.roles import CHECKOUT, SUITES_DIR, get_role
 from imagekit.userdata import load_values, render_user_data
 from imagekit.userdata.render import template_context
 from imagekit.userdata.values import Common
-
-SUITES_DIR = CHECKOUT / "tests" / "infra"
 
 
 @dataclass(frozen=True)
@@ -78,12 +76,9 @@ def find_target(config: Config, role: str, image: Path | None, build_id: str | N
 InstanceFactory = Callable[[Target, Path], Instance]
 
 
-EXAMPLES_DIR = CHECKOUT / "cloud-init" / "examples"
-
-
 def example_values(role: str) -> Common:
     """The role's documented example values: what test instances boot with."""
-    return load_values(role, [EXAMPLES_DIR / f"{role}.yaml"], [])
+    return load_values(role, [get_role(role).example_values], [])
 
 
 def instance_user_data(config: Config, role: str, private_nic_by_cloud: bool = False) -> str:
@@ -161,7 +156,7 @@ def openstack_instances(config: Config, cloud: str, keep: bool = False) -> Insta
 
 
 def suite_files(role: str) -> list[Path]:
-    return [SUITES_DIR / "test_common.py", SUITES_DIR / f"test_{role}.py"]
+    return [SUITES_DIR / "test_common.py", get_role(role).suite]
 
 
 def suite_context(config: Config, role: str, address: SshAddress) -> dict[str, object]:

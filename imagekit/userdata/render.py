@@ -8,11 +8,11 @@ import yaml
 from pydantic import SecretStr
 
 from imagekit.errors import UserError
-from imagekit.roles import CHECKOUT
+from imagekit.roles import TEMPLATES_DIR, get_role
 from imagekit.userdata.schema import validate_cloud_config
 from imagekit.userdata.values import Common
 
-TEMPLATES = CHECKOUT / "cloud-init"
+TEMPLATES = TEMPLATES_DIR
 HEADER = "#cloud-config\n"
 
 _env = jinja2.Environment(
@@ -80,7 +80,9 @@ _BlockDumper.add_representer(str, _str)
 def render_user_data(role: str, values: Common, cache_dir: Path) -> str:
     """The #cloud-config document for one instance, validated against cloud-init's schema."""
     context = template_context(values)
-    document = merge(_render("common.yaml.j2", context), _render(f"{role}.yaml.j2", context))
+    document = merge(
+        _render("common.yaml.j2", context), _render(get_role(role).template.name, context)
+    )
     text = HEADER + yaml.dump(document, Dumper=_BlockDumper, sort_keys=False, width=1000)
     validate_cloud_config(text, cache_dir)
     return text

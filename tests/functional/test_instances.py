@@ -12,6 +12,7 @@ from imagekit.instances import throwaway
 from imagekit.instances.access import connect, run
 from imagekit.instances.qemu import QemuInstance
 from imagekit.manifest import Manifest
+from imagekit.roles import get_role
 
 Built = Callable[[str], Path]
 
@@ -47,9 +48,7 @@ def test_a_suite_fails_on_an_image_that_lacks_what_it_checks(
     instance = QemuInstance(image, config.admin_user, "ft-negative")
     with throwaway(instance) as address:
         junit = tmp_path / "report.xml"
-        result = verify.run_suite(
-            config, "web", address, junit, [verify.SUITES_DIR / "test_web.py"]
-        )
+        result = verify.run_suite(config, "web", address, junit, [get_role("web").suite])
     assert not result.passed
     assert result.failures >= 2
     no_qemu_left()
