@@ -93,6 +93,13 @@ def _parser() -> argparse.ArgumentParser:
         help="diskimage-builder (default), or Packer's qemu builder on a DIB base image",
     )
     build.add_argument(
+        "--cloud",
+        "--os-cloud",
+        metavar="NAME",
+        help="with packer: build on this clouds.yaml cloud (Packer's openstack source, from "
+        "the DIB base image uploaded to its Glance; servers from the config's openstack:)",
+    )
+    build.add_argument(
         "--base",
         type=Path,
         metavar="QCOW2",
@@ -342,14 +349,19 @@ def _build(args: argparse.Namespace) -> int:
         needs += packer.PACKER_REQUIREMENTS
         if args.base is not None:
             check_qcow2(args.base, "--base")
-    elif args.base is not None:
-        raise UserError("--base goes with --with packer")
-    _begin(config)
+        if args.base is not None and args.cloud:
+            raise UserError("--base goes with a local Packer build, not --cloud")
+    elif args.base is not None or args.cloud:
+        raise UserError(f"{'--base' if args.base else '--cloud'} goes with --with packer")
+    cloud = _cloud(args) if args.cloud else None
+    _begin(config, cloud)
     installed = host.ensure_requirements(needs, install=not args.no_install)
     if installed:
         print(f"installed host packages: {' '.join(installed)}", file=sys.stderr)
 
     def build_one(role: str) -> Path:
+        if cloud:
+            return packer.build_on_cloud(config, role, cloud)
         if args.builder == "packer":
             return packer.build(config, role, args.base)
         return dib.build(config, role)

@@ -85,7 +85,8 @@ class RoleSettings(StrictModel):
 
 
 class OpenStackSettings(StrictModel):
-    """Throwaway test servers on a cloud (`imagekit test --cloud NAME`)."""
+    """Servers on a cloud: throwaway test servers (`imagekit test --cloud NAME`) and
+    Packer's build servers (`imagekit build ROLE --with packer --cloud NAME`)."""
 
     flavor: str
     network: str
@@ -97,6 +98,8 @@ class OpenStackSettings(StrictModel):
     # ssh's ProxyCommand (%h, %p) when the builder cannot route to the servers' addresses
     # (a bastion; the dev cloud's namespace: ip netns exec imagekit-devcloud nc %h %p).
     ssh_proxy_command: str | None = None
+    # An HTTP proxy for apt in build servers that reach no mirror themselves (the dev cloud's).
+    apt_proxy: ImageMirrorUrl | None = None
 
 
 class PublishSettings(StrictModel):

@@ -21,8 +21,10 @@ import secrets
 import shutil
 import socket
 import subprocess
+import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
@@ -35,6 +37,7 @@ from imagekit.daemons import Daemon, port_is_free, stop_groups, uwsgi_command
 from imagekit.errors import ImagekitError, UserError, one_line
 from imagekit.files import remove_path, write_private
 from imagekit.host import free_ports, install_packages, kvm_usable
+from imagekit.mirrors import host_debian_mirrors
 
 if TYPE_CHECKING:
     from imagekit.devcloud import DevCloud
@@ -95,6 +98,9 @@ PUBLIC_NETWORK = "public"
 PUBLIC_CIDR = "203.0.113.0/24"
 PUBLIC_GATEWAY = "203.0.113.1"
 VETH_BRIDGE, VETH_NS = "ikdc-br-ex", "ikdc-public"
+# Debian's archive for servers (builds on the cloud): an HTTP proxy on the gateway address.
+APT_PROXY_PORT = 3142
+APT_PROXY = f"http://{PUBLIC_GATEWAY}:{APT_PROXY_PORT}"
 # What test servers use, found by name (the config's `openstack:` section).
 NETWORK, SUBNET, ROUTER = "imagekit-net", "imagekit-subnet", "imagekit-router"
 SECURITY_GROUP = "imagekit"
@@ -286,6 +292,7 @@ class ComputeCloud:
         self._wait_for(self.socket.exists, "mariadb")
         self._wait_for(lambda: _listening(self._ports()["rabbitmq"]), "rabbitmq")
         self._setup_ovs()
+        self._start("apt-proxy")
         self._start("libvirtd")
         self._wait_for(LIBVIRT_SOCKET.exists, "libvirtd")
         if not warm:
@@ -315,6 +322,7 @@ class ComputeCloud:
         stop_groups([pid for pid in services if pid is not None])
         for name in self._services():
             self._daemon(name).pid_file.unlink(missing_ok=True)
+        self._daemon("apt-proxy").stop()
         for namespace in _namespaces():
             if namespace.startswith(NEUTRON_NAMESPACES) or namespace == PUBLIC_NS:
                 _delete_namespace(namespace)
@@ -687,7 +695,8 @@ class ComputeCloud:
         ]
 
     def daemons(self) -> list[Daemon]:
-        names = ["mariadb", "rabbitmq", "ovsdb-server", "ovs-vswitchd", "virtlogd", "libvirtd"]
+        names = ["mariadb", "rabbitmq", "ovsdb-server", "ovs-vswitchd", "apt-proxy"]
+        names += ["virtlogd", "libvirtd"]
         return [self._daemon(name) for name in names + self._services()]
 
     def _daemon(self, name: str) -> Daemon:
@@ -724,6 +733,11 @@ class ComputeCloud:
                 f"--remote=punix:{OVS_RUN}/db.sock",
             ],
             "ovs-vswitchd": ["ovs-vswitchd", OVSDB],
+            "apt-proxy": [
+                *(sys.executable, "-m", "imagekit.devcloud_aptproxy", PUBLIC_NS, PUBLIC_GATEWAY),
+                str(APT_PROXY_PORT),
+                *mirror_hosts(),
+            ],
             "virtlogd": ["virtlogd"],
             "libvirtd": ["libvirtd"],
         }[name]
@@ -870,6 +884,12 @@ class ComputeCloud:
 
     def _host_run(self, command: list[str]) -> None:
         self.base.run(command, " ".join(command[:3]), self.logs / "compute-host.log")
+
+
+def mirror_hosts() -> list[str]:
+    """The hosts of the Debian mirrors in the host's own apt sources (the apt proxy's)."""
+    urls = [url for url in host_debian_mirrors() if url]
+    return sorted({host for url in urls if (host := urllib.parse.urlsplit(url).hostname)})
 
 
 def missing_packages(packages: tuple[str, ...]) -> list[str]:

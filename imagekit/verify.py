@@ -132,7 +132,7 @@ def openstack_instances(config: Config, cloud: str, keep: bool = False) -> Insta
             "on the private network, whose address the role suites check)"
         )
     conn = connect(cloud, authenticate=True)
-    settings = ServerSettings(**config.openstack.model_dump())
+    settings = ServerSettings(**config.openstack.model_dump(exclude={"apt_proxy"}))
 
     def make(target: Target, console: Path) -> Instance:
         if target.build_dir is None:

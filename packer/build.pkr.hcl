@@ -20,7 +20,7 @@ build {
 
   provisioner "shell" {
     inline = [
-      "sudo env IMAGEKIT_PACKAGES='${join(" ", var.packages)}' DIB_IMAGEKIT_ADMIN_USER='${var.admin_user}' IMAGEKIT_BUILD_APT_MAIN='${var.build_apt_main}' IMAGEKIT_BUILD_APT_SECURITY='${var.build_apt_security}' DIB_IMAGEKIT_APT_MAIN='${var.image_apt_main}' DIB_IMAGEKIT_APT_SECURITY='${var.image_apt_security}' bash /tmp/imagekit-provision.sh",
+      "sudo env IMAGEKIT_PACKAGES='${join(" ", var.packages)}' DIB_IMAGEKIT_ADMIN_USER='${var.admin_user}' IMAGEKIT_BUILD_APT_MAIN='${var.build_apt_main}' IMAGEKIT_BUILD_APT_SECURITY='${var.build_apt_security}' IMAGEKIT_APT_PROXY='${var.apt_proxy}' DIB_IMAGEKIT_APT_MAIN='${var.image_apt_main}' DIB_IMAGEKIT_APT_SECURITY='${var.image_apt_security}' bash /tmp/imagekit-provision.sh",
     ]
   }
 

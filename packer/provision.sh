@@ -13,6 +13,12 @@ export DIB_IMAGEKIT_ADMIN_USER=${DIB_IMAGEKIT_ADMIN_USER:-admin}
 # The build VM's cloud-init must be finished before we change the system.
 cloud-init status --wait || true
 
+# A proxy for this build only (servers of a cloud that reach no mirror directly).
+proxy_conf=/etc/apt/apt.conf.d/00imagekit-build-proxy
+if [ -n "${IMAGEKIT_APT_PROXY:-}" ]; then
+    echo "Acquire::http::Proxy \"${IMAGEKIT_APT_PROXY}\";" > "$proxy_conf"
+fi
+
 # Install from the build mirrors; the image gets its own apt sources at the end.
 if [ -n "${IMAGEKIT_BUILD_APT_MAIN:-}" ]; then
     DIB_IMAGEKIT_APT_MAIN=$IMAGEKIT_BUILD_APT_MAIN \
@@ -41,6 +47,7 @@ rm -f "$home/.bash_history"
 dpkg-query -W -f='${db:Status-Abbrev}\t${Package}\t${Version}\t${Architecture}\n' \
     | awk -F'\t' '$1 ~ /^ii/ {print $2 "\t" $3 "\t" $4}' > /tmp/imagekit-packages.tsv
 
+rm -f "$proxy_conf"
 "$base/finalise.d/90-imagekit-apt-sources"
 "$base/finalise.d/95-imagekit-cleanup"
 # What DIB's own finalise.d/99-clear-machine-id does for DIB builds.

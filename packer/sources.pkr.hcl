@@ -45,7 +45,17 @@ source "openstack" "role" {
   image_members       = var.image_members
   image_tags          = var.image_tags
   metadata            = var.metadata
+  instance_name       = var.instance_name
+  instance_metadata   = var.instance_metadata
+  user_data_file      = var.user_data_file
+  # Keys and user data reach cloud-init on a config drive (the images keep ConfigDrive).
+  config_drive = true
 
-  communicator = "ssh"
-  ssh_username = var.admin_user
+  communicator         = "ssh"
+  ssh_username         = var.admin_user
+  ssh_private_key_file = var.ssh_private_key_file
+  ssh_ip_version       = "4"
+  ssh_timeout          = "20m"
+  ssh_proxy_host       = var.ssh_proxy_host
+  ssh_proxy_port       = var.ssh_proxy_port
 }

@@ -33,6 +33,12 @@ variable "build_apt_security" {
   default = ""
 }
 
+variable "apt_proxy" {
+  type        = string
+  default     = ""
+  description = "an HTTP proxy for apt while provisioning (a cloud whose servers reach no mirror)"
+}
+
 variable "image_apt_main" {
   type        = string
   default     = "http://deb.debian.org/debian"
@@ -47,7 +53,7 @@ variable "image_apt_security" {
 variable "ssh_private_key_file" {
   type        = string
   default     = ""
-  description = "a key made for this build only (qemu source)"
+  description = "a key made for this build only"
 }
 
 # qemu source: a local qcow2 base image (imagekit's DIB base build, or any cloud image).
@@ -137,4 +143,32 @@ variable "image_tags" {
 variable "metadata" {
   type    = map(string)
   default = {}
+}
+
+variable "user_data_file" {
+  type        = string
+  default     = ""
+  description = "the build server's user data: the build key for the admin user"
+}
+
+variable "instance_name" {
+  type    = string
+  default = "imagekit-packer"
+}
+
+variable "instance_metadata" {
+  type        = map(string)
+  default     = {}
+  description = "tags the build server with imagekit's run (found again if imagekit dies)"
+}
+
+# Servers the builder cannot route to: imagekit's SOCKS front for ssh_proxy_command.
+variable "ssh_proxy_host" {
+  type    = string
+  default = ""
+}
+
+variable "ssh_proxy_port" {
+  type    = number
+  default = 1080
 }

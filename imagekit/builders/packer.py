@@ -1,9 +1,12 @@
-"""Build a role's image with Packer (qemu source) on top of a DIB-built base image.
+"""Build a role's image with Packer on top of imagekit's DIB-built base image:
+in a local qemu VM, or on a cloud (the openstack source: a server booted from
+the base image uploaded to Glance, snapshotted, and brought back as the build).
 
 The role's install steps are its DIB element's own files (packer/provision.sh
 runs them in the build VM): one source of truth for both build paths.
 """
 
+import contextlib
 import json
 import os
 import re
@@ -14,15 +17,22 @@ import uuid
 from pathlib import Path
 
 import openstack.config
+from openstack.connection import Connection
 from openstack.exceptions import ConfigException
 
+from imagekit import runs
 from imagekit.builders import dib, run_build, run_logged
+from imagekit.clouds import CLOUD_ERRORS, cloud_errors, connect, glance
 from imagekit.config import Config
-from imagekit.errors import UserError
+from imagekit.errors import ImagekitError, UserError
 from imagekit.host import Requirement, kvm_usable
 from imagekit.instances.access import make_key_pair
-from imagekit.manifest import Package, latest_build
+from imagekit.instances.socks import socks_for_proxy_command
+from imagekit.manifest import Manifest, Package, latest_build
 from imagekit.progress import Progress
+from imagekit.publishing.attributes import image_attributes, image_name
+from imagekit.publishing.publish import existing_image
+from imagekit.publishing.upload import CHUNK, create_and_upload, file_md5
 from imagekit.roles import CHECKOUT, ELEMENTS_DIR, role_element
 from imagekit.yamlfile import load_yaml
 
@@ -34,7 +44,7 @@ PACKER_REQUIREMENTS: tuple[Requirement, ...] = (
 )
 # Packer's key in the build VM; provision.sh removes it from the image.
 BUILD_KEY_COMMENT = "imagekit-packer-build"
-_STEP = re.compile(r"==> qemu\.role: (.+)")
+_STEP = re.compile(r"==> (?:qemu|openstack)\.role: (.+)")
 
 
 def element_packages(role: str, architecture: str) -> list[str]:
@@ -173,12 +183,7 @@ def build(
                 cwd=work,  # packer_cache/ and crash logs stay out of the checkout
             )
             shutil.move(work / "output" / f"{role}.qcow2", build_dir / f"{role}.qcow2")
-            return [
-                Package(name=name, version=version, arch=arch)
-                for name, version, arch in (
-                    line.split("\t") for line in (work / "packages.tsv").read_text().splitlines()
-                )
-            ]
+            return _read_packages(work / "packages.tsv")
         finally:
             shutil.rmtree(work, ignore_errors=True)
 
@@ -189,3 +194,127 @@ def build(
 def _show(line: str, progress: Progress) -> None:
     if match := _STEP.search(line):
         progress.update(match.group(1)[:70])
+
+
+def upload_base(config: Config, conn: Connection, cloud: str) -> str:
+    """The DIB base image in the cloud's Glance (uploaded once, found again by content)."""
+    build_dir = base_image(config).parent
+    manifest = Manifest.read(build_dir)
+    assert manifest.image is not None
+    name = image_name(config, manifest)
+    found = existing_image(conn, name, manifest.image.sha256)
+    if found is not None:
+        return str(found.id)
+    run = runs.current()
+    if run is not None:
+        run.note_cloud(cloud, "images")
+    image_file = build_dir / manifest.image.file
+    attributes = image_attributes(
+        config, manifest, False, file_md5(image_file), run.id if run else None
+    )
+    stored, _ = create_and_upload(conn, image_file, attributes, manifest.image.sha256)
+    return str(stored["id"])
+
+
+def build_on_cloud(config: Config, role: str, cloud: str, progress: Progress | None = None) -> Path:
+    """Build one role on the cloud with Packer's openstack source; the same build layout
+    and manifest as every build (the snapshot is downloaded, then deleted from Glance)."""
+    settings = config.openstack
+    if settings is None:
+        raise UserError(f"{config.source}: openstack: section missing (needed for --cloud)")
+    conn = connect(cloud, authenticate=True)
+    with cloud_errors(cloud, "uploading the base image"):
+        source_image = upload_base(config, conn, cloud)
+        network = conn.network.find_network(settings.network, ignore_missing=False).id
+    build_main, build_security = config.resolved_mirrors()
+
+    def produce(build_dir: Path, log: Path, progress: Progress) -> list[Package]:
+        work = config.cache_dir / "tmp" / f"packer-{role}-{build_dir.name}"
+        work.mkdir(parents=True)
+        run = runs.current()
+        run_id = run.id if run else build_dir.name
+        if run is not None:
+            run.note_cloud(cloud, "servers")  # the build server, if we die
+        snapshot = f"imagekit-{role}-packer-{build_dir.name}"
+        try:
+            key_file, public_key = make_key_pair(work, BUILD_KEY_COMMENT)
+            (work / "user-data").write_text(
+                f"#cloud-config\nssh_authorized_keys:\n  - {public_key}\n"
+            )
+            var_file = work / "variables.json"
+            variables = {
+                **openstack_variables(config, role, ""),
+                "source_image": source_image,
+                "networks": [network],
+                "build_apt_main": build_main,
+                "build_apt_security": build_security,
+                "apt_proxy": settings.apt_proxy or "",
+                "ssh_private_key_file": str(key_file),
+                "user_data_file": str(work / "user-data"),
+                "packages_file": str(work / "packages.tsv"),
+                "image_name": snapshot,  # an intermediate: shared only once published
+                "image_members": [],
+                "instance_name": f"imagekit-packer-{role}-{run_id}",
+                "instance_metadata": {"imagekit": "throwaway", "imagekit_run": run_id},
+            }
+            env = {
+                **os.environ,
+                **openstack_environment(cloud),
+                "PACKER_CACHE_DIR": str(config.cache_dir / "packer"),
+                "CHECKPOINT_DISABLE": "1",
+            }
+            with contextlib.ExitStack() as stack:
+                if settings.ssh_proxy_command:
+                    port = stack.enter_context(socks_for_proxy_command(settings.ssh_proxy_command))
+                    variables |= {"ssh_proxy_host": "127.0.0.1", "ssh_proxy_port": port}
+                var_file.write_text(json.dumps(variables, indent=2))
+                run_logged(
+                    [
+                        *("packer", "build", "-only=openstack.role"),
+                        *(f"-var-file={var_file}", str(PACKER_DIR)),
+                    ],
+                    env,
+                    log,
+                    lambda line: _show(line, progress),
+                    signal.SIGINT,  # Packer deletes its server and keypair
+                    owned=(str(var_file), work),
+                    cwd=work,
+                )
+            progress.update("downloading the snapshot")
+            with cloud_errors(cloud, "downloading the build's snapshot"):
+                _download(conn, snapshot, work / "snapshot")
+            progress.update("compressing")
+            subprocess.run(
+                [
+                    *("qemu-img", "convert", "-c", "-O", "qcow2"),
+                    *(str(work / "snapshot"), str(build_dir / f"{role}.qcow2")),
+                ],
+                check=True,
+                capture_output=True,
+            )
+            return _read_packages(work / "packages.tsv")
+        finally:
+            with contextlib.suppress(*CLOUD_ERRORS):
+                for image in glance(conn).images(name=snapshot, owner=conn.current_project_id):
+                    glance(conn).delete_image(image, ignore_missing=True)
+            shutil.rmtree(work, ignore_errors=True)
+
+    builder = ("packer", packer_version())
+    return run_build(config, role, builder, [role_element(role)], produce, progress)
+
+
+def _download(conn: Connection, name: str, path: Path) -> None:
+    images = list(glance(conn).images(name=name, owner=conn.current_project_id))
+    if len(images) != 1 or images[0].status != "active":
+        raise ImagekitError(f"Packer's snapshot {name} is not in Glance (or not active)")
+    response = glance(conn).download_image(images[0], stream=True)
+    with path.open("wb") as out:
+        for chunk in response.iter_content(CHUNK):
+            out.write(chunk)
+
+
+def _read_packages(path: Path) -> list[Package]:
+    return [
+        Package(name=name, version=version, arch=arch)
+        for name, version, arch in (line.split("\t") for line in path.read_text().splitlines())
+    ]

@@ -24,6 +24,7 @@ from imagekit.manifest import Manifest
 from imagekit.publishing.publish import PublishResult, publish
 from imagekit.roles import CHECKOUT
 from tests.functional.conftest import host_leftovers
+from tests.functional.imagefs import apt_source_uris, mounted_root
 
 BOOT_TIMEOUT = 900  # a real image under TCG on a busy host
 # The config's `openstack:` section for the dev cloud (as in the README).
@@ -35,6 +36,7 @@ openstack:
   security_groups: [{devcloud_compute.SECURITY_GROUP}]
   private_network: {devcloud_compute.PRIVATE_NETWORK}
   ssh_proxy_command: ip netns exec {devcloud_compute.PUBLIC_NS} nc %h %p
+  apt_proxy: {devcloud_compute.APT_PROXY}
 """
 
 
@@ -258,3 +260,47 @@ def test_a_killed_cloud_test_is_cleaned_up_by_the_next_run(
     finally:
         conn.close()
     assert virsh_guests() == []
+
+
+def test_packer_builds_web_on_the_cloud_and_the_image_passes_the_web_suite(
+    compute_devcloud: DevCloud,
+    config: Config,
+    cloud_config: Path,
+    tmp_path: Path,
+    clouds_yaml: None,
+) -> None:
+    """`imagekit build web --with packer --cloud devcloud`: a server from the DIB base image
+    in Glance, provisioned by the web element's own files, snapshotted and brought back."""
+    started = time.monotonic()
+    built = imagekit(cloud_config, "build", "web", "--with", "packer", "--cloud", "devcloud")
+    assert built.returncode == 0, built.stderr[-3000:]
+    print(f"\npacker on the cloud: {time.monotonic() - started:.0f} s")
+    build_dir = Path(built.stdout.strip().splitlines()[-1]).parent
+    manifest = Manifest.read(build_dir)
+    assert manifest.status == "built" and manifest.builder == "packer"
+    assert {"nginx-light", "php-fpm", "php-mysql"} <= {p.name for p in manifest.packages}
+    assert manifest.image is not None and manifest.image.format == "qcow2"
+    print(f"image {manifest.image.size_bytes >> 20} MiB")
+
+    with mounted_root(build_dir / "web.qcow2", tmp_path) as root:
+        keys = (root / f"home/{config.admin_user}/.ssh/authorized_keys").read_text().strip()
+        assert keys == config.public_keys[0].line, "only the baked key: the build's is gone"
+        assert not (root / "root/.ssh/authorized_keys").exists()
+        assert not list((root / "etc/ssh").glob("ssh_host_*"))
+        assert (root / "etc/machine-id").read_text() == "uninitialized\n"
+        assert not list((root / "etc/apt/apt.conf.d").glob("*imagekit-build-proxy*"))
+        assert apt_source_uris(root) == {config.mirrors.image_main, config.mirrors.image_security}
+
+    conn = compute_devcloud.connect("devcloud")
+    try:
+        nothing_left(conn)  # Packer's server and keypair are gone
+        names = [image.name for image in conn.image.images()]
+        assert not [name for name in names if name.startswith("imagekit-web-packer-")]
+        assert [name for name in names if name.startswith("imagekit-base-")], "base uploaded"
+    finally:
+        conn.close()
+    assert virsh_guests() == []
+
+    tested = imagekit(cloud_config, "test", "web", "--local", "--build", build_dir.name)
+    assert tested.returncode == 0, tested.stdout[-3000:] + tested.stderr[-2000:]
+    assert Manifest.read(build_dir).tested

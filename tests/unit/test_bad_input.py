@@ -111,6 +111,32 @@ def test_image_that_is_not_a_qcow2(
     assert _tree(config.parent) == before, "no key, seed, VM directory or build made"
 
 
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--cloud", "prod"], "--cloud goes with --with packer"),
+        (["--with", "packer", "--cloud", "prod", "--base", "BASE"], "--base goes with a local"),
+    ],
+)
+def test_cloud_builds_are_packer_builds_without_a_local_base(
+    capsys: pytest.CaptureFixture[str], config: Path, options: list[str], message: str
+) -> None:
+    base = config.parent / "base.qcow2"
+    base.write_bytes(b"QFI\xfb" + bytes(100))
+    before = _tree(config.parent)
+    argv = ["--config", str(config), "build", "web"]
+    _refused(capsys, [*argv, *[str(base) if o == "BASE" else o for o in options]], message)
+    assert _tree(config.parent) == before
+
+
+def test_apt_proxy_is_a_plain_url(capsys: pytest.CaptureFixture[str], config: Path) -> None:
+    config.write_text(
+        config.read_text()
+        + "openstack: {flavor: f, network: n, apt_proxy: 'http://x:3142/;reboot'}\n"
+    )
+    _refused(capsys, ["--config", str(config), "build", "web"], "openstack.apt_proxy")
+
+
 @pytest.mark.parametrize("build_id", ["../lb/20260101T000000Z", "/tmp", "20260101T000000Z/..", ""])
 @pytest.mark.parametrize("command", [["test", "web"], ["publish", "web", "--cloud", "nowhere"]])
 def test_build_id_with_path_characters(
