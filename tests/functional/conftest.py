@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from imagekit import devcloud_compute, doctor, host
+from imagekit import doctor, host
 from imagekit.builders import dib
 from imagekit.config import Config, load_config
 from imagekit.devcloud import DevCloud
+from imagekit.devcloud import compute as devcloud_compute
 from imagekit.manifest import latest_build
 from imagekit.roles import CHECKOUT
 

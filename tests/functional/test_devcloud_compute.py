@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 
-from imagekit import devcloud_compute
 from imagekit.config import Config
 from imagekit.devcloud import DevCloud
+from imagekit.devcloud import compute as devcloud_compute
 from imagekit.manifest import Manifest
 from imagekit.publishing.publish import PublishResult, publish
 from imagekit.roles import CHECKOUT

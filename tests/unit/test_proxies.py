@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from imagekit.devcloud_aptproxy import Proxy
+from imagekit.devcloud.aptproxy import Proxy
 from imagekit.instances.socks import socks_for_proxy_command
 
 # A ProxyCommand as ssh runs it: connect to %h:%p, relay stdin/stdout.

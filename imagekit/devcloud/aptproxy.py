@@ -7,7 +7,7 @@ from the host's own network, only from the Debian mirrors in the host's apt
 sources (GET and HEAD, plain http, as apt asks a proxy).
 
 Run by the dev cloud as a daemon:
-    python -m imagekit.devcloud_aptproxy NAMESPACE ADDRESS PORT HOST [HOST...]
+    python -m imagekit.devcloud.aptproxy NAMESPACE ADDRESS PORT HOST [HOST...]
 """
 
 import ctypes

@@ -29,13 +29,14 @@ from openstack.exceptions import SDKException
 from openstack.identity.v3._proxy import Proxy as IdentityProxy
 
 from imagekit.daemons import Daemon, port_is_free, stop_groups, uwsgi_command
-from imagekit.devcloud_compute import COMPUTE_PINS, ComputeCloud
+from imagekit.devcloud.compute import COMPUTE_PINS, ComputeCloud
 from imagekit.errors import ImagekitError, UserError, one_line
 from imagekit.files import remove_path, write_private
 from imagekit.host import free_ports
 from imagekit.locking import Lock
+from imagekit.roles import CHECKOUT
 
-DEFAULT_STATE_DIR = Path(__file__).resolve().parent.parent / "build" / "devcloud"
+DEFAULT_STATE_DIR = CHECKOUT / "build" / "devcloud"
 PINS = ("keystone==30.0.0", "glance==33.0.0", "uwsgi==2.0.31")
 # Bump when the setup changes, so that older snapshots are not restored.
 SETUP_VERSION = 1
@@ -141,7 +142,7 @@ class DevCloud:
         """Start with an empty image store, unless already running and healthy.
 
         fresh=True redoes the whole setup instead of restoring the snapshot;
-        compute=True adds Placement, Nova and Neutron (see devcloud_compute).
+        compute=True adds Placement, Nova and Neutron (see imagekit.devcloud.compute).
         """
         self.state_dir.mkdir(parents=True, exist_ok=True)
         with Lock(self.state_dir / "devcloud.lock", "dev cloud start/stop"):

@@ -734,7 +734,7 @@ class ComputeCloud:
             ],
             "ovs-vswitchd": ["ovs-vswitchd", OVSDB],
             "apt-proxy": [
-                *(sys.executable, "-m", "imagekit.devcloud_aptproxy", PUBLIC_NS, PUBLIC_GATEWAY),
+                *(sys.executable, "-m", "imagekit.devcloud.aptproxy", PUBLIC_NS, PUBLIC_GATEWAY),
                 str(APT_PROXY_PORT),
                 *mirror_hosts(),
             ],
