@@ -17,8 +17,9 @@ from imagekit.builders import dib
 from imagekit.config import OpenStackSettings, load_config
 from imagekit.devcloud import DevCloud
 from imagekit.devcloud import compute as devcloud_compute
-from imagekit.manifest import SuiteResult, latest_build
+from imagekit.manifest import SuiteResult
 from imagekit.publishing.publish import publish
+from imagekit.store import Store
 
 
 def main() -> None:
@@ -32,7 +33,8 @@ def main() -> None:
         ssh_proxy_command=f"ip netns exec {devcloud_compute.PUBLIC_NS} nc %h %p",
     )
     config = load_config().model_copy(update={"openstack": settings})
-    build_dir = latest_build(config.output_dir, "web") or dib.build(config, "web")
+    found = Store(config.output_dir).newest("web")
+    build_dir = found.dir if found else dib.build(config, "web")
     cloud = DevCloud()
     started_here = not cloud.compute.is_up()
     if started_here:

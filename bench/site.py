@@ -13,16 +13,17 @@ import time
 from imagekit import verify
 from imagekit.builders import dib
 from imagekit.config import load_config
-from imagekit.manifest import latest_build
 from imagekit.roles import ROLES
 from imagekit.site.model import DEFAULT_SITE, load_site
 from imagekit.site.run import site_test
+from imagekit.store import Store
 
 
 def main() -> None:
     config = load_config()
+    store = Store(config.output_dir)
     builds = {
-        role: latest_build(config.output_dir, role) or dib.build(config, role) for role in ROLES
+        role: b.dir if (b := store.newest(role)) else dib.build(config, role) for role in ROLES
     }
     singles = {}
     for role, build_dir in builds.items():

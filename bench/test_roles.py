@@ -11,15 +11,16 @@ import sys
 from imagekit import verify
 from imagekit.builders import dib
 from imagekit.config import load_config
-from imagekit.manifest import latest_build
 from imagekit.roles import resolve_roles
+from imagekit.store import Store
 
 
 def main() -> None:
     config = load_config()
     rows = []
     for role in resolve_roles(sys.argv[1:] or ["all"]):
-        build_dir = latest_build(config.output_dir, role) or dib.build(config, role)
+        found = Store(config.output_dir).newest(role)
+        build_dir = found.dir if found else dib.build(config, role)
         target = verify.Target(role, build_dir / f"{role}.qcow2", build_dir)
 
         result = verify.test_image(config, target, verify.qemu_instances(config, "bench"))

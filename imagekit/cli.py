@@ -30,6 +30,7 @@ from imagekit.publishing import rotation, sharing
 from imagekit.roles import ROLES, ROLES_HELP, resolve_roles
 from imagekit.site import run as site_run
 from imagekit.site.model import DEFAULT_SITE, load_site
+from imagekit.store import Build
 from imagekit.userdata import ROLE_VALUES, load_values, render_user_data
 
 
@@ -367,7 +368,7 @@ def _build(args: argparse.Namespace) -> int:
         return dib.build(config, role)
 
     if len(roles) == 1:
-        print(build_one(roles[0]) / f"{roles[0]}.qcow2")
+        print(Build(roles[0], build_one(roles[0])).image)
         return 0
     # Several roles: a failing one does not stop the others.
     failed = []
@@ -380,7 +381,7 @@ def _build(args: argparse.Namespace) -> int:
             print(f"imagekit: {err}", file=sys.stderr)
             failed.append(role)
         else:
-            print(build_dir / f"{role}.qcow2")
+            print(Build(role, build_dir).image)
     if failed:
         raise ImagekitError(f"{len(failed)} of {len(roles)} builds failed: {', '.join(failed)}")
     return 0

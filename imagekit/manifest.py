@@ -241,31 +241,3 @@ def check_qcow2(path: Path, option: str) -> Path:
     if magic != QCOW2_MAGIC:
         raise UserError(f"{option} {path}: not a qcow2 image")
     return path
-
-
-def builds(output_dir: Path, role: str) -> list[Path]:
-    """Build directories of a role, oldest first."""
-    role_dir = output_dir / role
-    if not role_dir.is_dir():
-        return []
-    return sorted(p for p in role_dir.iterdir() if (p / MANIFEST).is_file())
-
-
-def readable(build_dirs: list[Path]) -> list[tuple[Path, Manifest]]:
-    """(build dir, manifest) of each build whose manifest reads; a corrupt one blocks nothing."""
-    found = []
-    for build_dir in build_dirs:
-        try:
-            found.append((build_dir, Manifest.read(build_dir)))
-        except UserError:
-            continue
-    return found
-
-
-def latest_build(output_dir: Path, role: str, tested: bool = False) -> Path | None:
-    """The newest build of a role that finished with an image (and passed its suite);
-    never a corrupt one."""
-    for build_dir, manifest in reversed(readable(builds(output_dir, role))):
-        if manifest.status == "built" and (manifest.tested or not tested):
-            return build_dir
-    return None

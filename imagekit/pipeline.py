@@ -28,7 +28,7 @@ from pathlib import Path
 
 from imagekit.config import Config
 from imagekit.locking import Lock
-from imagekit.manifest import Manifest, builds, readable
+from imagekit.store import Store
 
 STAGES = ("build", "test", "site", "publish")
 # Each role on its own before the site test, and after it.
@@ -76,7 +76,7 @@ def default_test_jobs() -> int:
 
 def resume_point(config: Config, role: str, cloud: str) -> tuple[str | None, int]:
     """(build id to continue, index of the first stage to run) for a role."""
-    found = readable(builds(config.output_dir, role))
+    found = Store(config.output_dir).readable(role)
     if not found:
         return None, 0
     _, manifest = found[-1]
@@ -200,7 +200,8 @@ class Pipeline:
             args += ["--local"]  # whatever OS_CLOUD says
         if stage.name == "publish":
             args += ["--cloud", self.cloud]
-        before = {b.name for b in builds(self.config.output_dir, run.role)}
+        store = Store(self.config.output_dir)
+        before = {b.id for b in store.builds(run.role)}
         slot = {
             "build": self.build_slot,
             "test": self.test_slots,
@@ -224,15 +225,15 @@ class Pipeline:
         if stage.name == "build" and returncode == 0:
             new = [
                 b
-                for b in builds(self.config.output_dir, run.role)
-                if b.name not in before and Manifest.read(b).status == "built"
+                for b, manifest in store.readable(run.role)
+                if b.id not in before and manifest.status == "built"
             ]
-            run.build_id = new[-1].name if new else None
+            run.build_id = new[-1].id if new else None
             if not new:
                 stage.result = "failed"
                 self._say(f"[{run.role}] build exited 0 but recorded no finished build")
         if stage.name == "publish" and returncode == 0 and run.build_id:
-            manifest = Manifest.read(self.config.output_dir / run.role / run.build_id)
+            manifest = store.get(run.role, run.build_id).manifest()
             publication = manifest.publication(self.cloud)
             run.image_id = publication.image_id if publication else None
             if publication is None or not publication.complete:

@@ -22,13 +22,12 @@ from imagekit.instances.qemu import QemuInstance
 from imagekit.manifest import (
     Manifest,
     SuiteResult,
-    check_build_id,
     check_qcow2,
-    latest_build,
     utc_now,
 )
 from imagekit.publishing.attributes import image_name
 from imagekit.roles import CHECKOUT, SUITES_DIR, get_role
+from imagekit.store import Store
 from imagekit.userdata import load_values, render_user_data
 from imagekit.userdata.render import template_context
 from imagekit.userdata.values import Common
@@ -54,23 +53,9 @@ class Target:
 def find_target(config: Config, role: str, image: Path | None, build_id: str | None) -> Target:
     if image is not None:
         return Target(role, check_qcow2(image, "--image").resolve(), None)
-    if build_id is not None:
-        build_dir = config.output_dir / role / check_build_id(build_id)
-        if not (build_dir / "manifest.json").is_file():
-            raise UserError(
-                f"--build {build_id}: no build of '{role}' in {config.output_dir / role}"
-            )
-        if Manifest.read(build_dir).status != "built":
-            raise UserError(f"--build {build_id}: that build of '{role}' did not finish")
-    else:
-        found = latest_build(config.output_dir, role)
-        if found is None:
-            raise UserError(
-                f"no finished build of '{role}' in {config.output_dir / role}; "
-                f"run: imagekit build {role}"
-            )
-        build_dir = found
-    return Target(role, build_dir / f"{role}.qcow2", build_dir)
+    store = Store(config.output_dir)
+    build = store.get(role, build_id) if build_id is not None else store.newest_or_fail(role)
+    return Target(role, build.image, build.dir)
 
 
 InstanceFactory = Callable[[Target, Path], Instance]

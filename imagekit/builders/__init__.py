@@ -23,14 +23,13 @@ from imagekit.locking import Lock
 from imagekit.manifest import (
     Manifest,
     Package,
-    builds,
     describe_image,
     git_source,
     new_build_id,
-    readable,
     utc_now,
 )
 from imagekit.progress import Progress
+from imagekit.store import Build, Store
 
 # How long a builder gets to clean up after its stop signal before SIGKILL.
 STOP_GRACE_S = 90
@@ -52,10 +51,9 @@ def run_build(
     run = runs.start(config.cache_dir)
     role_dir = config.output_dir / role
     with Lock(role_dir / ".lock", f"a build of '{role}' in {role_dir}"):
-        build_id = new_build_id(role_dir)
-        build_dir = role_dir / build_id
+        build = Build(role, role_dir / new_build_id(role_dir))
+        build_id, build_dir, log = build.id, build.dir, build.log
         build_dir.mkdir(parents=True)
-        log = build_dir / "build.log"
         manifest = Manifest(
             role=role,
             build_id=build_id,
@@ -74,14 +72,12 @@ def run_build(
         )
         manifest.write(build_dir)
         started = time.monotonic()
-        image = build_dir / f"{role}.qcow2"
+        image = build.image
         try:
             manifest.packages = produce(build_dir, log, progress)
             progress.update("writing manifest")
             manifest.image = describe_image(image)
-            (build_dir / f"{role}.qcow2.sha256").write_text(
-                f"{manifest.image.sha256}  {image.name}\n"
-            )
+            build.checksum_file.write_text(f"{manifest.image.sha256}  {image.name}\n")
             manifest.status = "built"
         except BaseException as err:
             manifest.status = "failed"
@@ -180,7 +176,8 @@ def recover_builds(config: Config) -> list[str]:
     if not config.output_dir.is_dir():
         return done
     for role_dir in sorted(p for p in config.output_dir.iterdir() if p.is_dir()):
-        for build_dir, manifest in readable(builds(config.output_dir, role_dir.name)):
+        for build, manifest in Store(config.output_dir).readable(role_dir.name):
+            build_dir = build.dir
             # Without a run id, whether its builder lives cannot be proven.
             if manifest.status != "building" or manifest.run_id is None:
                 continue
@@ -192,8 +189,8 @@ def recover_builds(config: Config) -> list[str]:
                 done += sweep(work_dir)
                 shutil.rmtree(work_dir, ignore_errors=True)
                 done.append(f"removed {work_dir}")
-            (build_dir / f"{manifest.role}.qcow2").unlink(missing_ok=True)
-            Manifest.update(build_dir, _mark_dead)
+            build.image.unlink(missing_ok=True)
+            build.update(_mark_dead)
             done.append(f"marked build {build_dir} failed (its builder died)")
     return done
 

@@ -28,12 +28,13 @@ from imagekit.errors import ImagekitError, UserError
 from imagekit.host import Requirement, kvm_usable
 from imagekit.instances.access import make_key_pair
 from imagekit.instances.socks import socks_for_proxy_command
-from imagekit.manifest import Manifest, Package, latest_build
+from imagekit.manifest import Manifest, Package
 from imagekit.progress import Progress
 from imagekit.publishing.attributes import image_attributes, image_name
 from imagekit.publishing.publish import existing_image
 from imagekit.publishing.upload import CHUNK, create_and_upload, file_md5
 from imagekit.roles import CHECKOUT, ELEMENTS_DIR, role_element
+from imagekit.store import Build, Store
 from imagekit.yamlfile import load_yaml
 
 PACKER_DIR = CHECKOUT / "packer"
@@ -74,8 +75,8 @@ def packer_version() -> str:
 
 def base_image(config: Config) -> Path:
     """The newest DIB build of the base element alone, built now if there is none."""
-    build_dir = latest_build(config.output_dir, "base") or dib.build(config, "base")
-    return build_dir / "base.qcow2"
+    found = Store(config.output_dir).newest("base")
+    return found.image if found else Build("base", dib.build(config, "base")).image
 
 
 def variables(
@@ -182,7 +183,7 @@ def build(
                 owned=(str(var_file), work),
                 cwd=work,  # packer_cache/ and crash logs stay out of the checkout
             )
-            shutil.move(work / "output" / f"{role}.qcow2", build_dir / f"{role}.qcow2")
+            shutil.move(work / "output" / f"{role}.qcow2", Build(role, build_dir).image)
             return _read_packages(work / "packages.tsv")
         finally:
             shutil.rmtree(work, ignore_errors=True)
@@ -287,7 +288,7 @@ def build_on_cloud(config: Config, role: str, cloud: str, progress: Progress | N
             subprocess.run(
                 [
                     *("qemu-img", "convert", "-c", "-O", "qcow2"),
-                    *(str(work / "snapshot"), str(build_dir / f"{role}.qcow2")),
+                    *(str(work / "snapshot"), str(Build(role, build_dir).image)),
                 ],
                 check=True,
                 capture_output=True,

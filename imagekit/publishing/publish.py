@@ -13,12 +13,8 @@ from imagekit.clouds import TOOL_TAG, connect, glance
 from imagekit.config import Config
 from imagekit.errors import UserError
 from imagekit.manifest import (
-    MANIFEST,
     Manifest,
     Publication,
-    builds,
-    check_build_id,
-    readable,
     utc_now,
 )
 from imagekit.publishing.attributes import image_attributes, image_name
@@ -31,6 +27,7 @@ from imagekit.publishing.upload import (
     verify,
     wait_active,
 )
+from imagekit.store import Store
 
 
 @dataclass
@@ -48,26 +45,16 @@ class PublishResult:
 
 def find_publishable(config: Config, role: str, build_id: str | None, force: bool) -> Path:
     """The build to publish: the given one, or the newest that passed its tests."""
+    store = Store(config.output_dir)
     if build_id is not None:
-        build_dir = config.output_dir / role / check_build_id(build_id)
-        manifest = Manifest.read(build_dir) if (build_dir / MANIFEST).is_file() else None
-        if manifest is None or manifest.status != "built":
-            raise UserError(f"--build {build_id}: no finished build of '{role}'")
-        candidates = [(build_dir, manifest)]
-    else:
-        candidates = [
-            (b, m) for b, m in readable(builds(config.output_dir, role)) if m.status == "built"
-        ]
-        if not candidates:
-            raise UserError(f"no finished build of '{role}'; run: imagekit build {role}")
-    if force:
-        return candidates[-1][0]
-    tested = [b for b, m in candidates if m.tested]
-    if not tested:
+        build = store.get(role, build_id)
+        if force or build.manifest().tested:
+            return build.dir
         raise UserError(
-            f"no tested build of '{role}' (run: imagekit test {role}); --force publishes anyway"
+            f"--build {build_id}: not a tested build of '{role}' "
+            f"(run: imagekit test {role} --build {build_id}); --force publishes anyway"
         )
-    return tested[-1]
+    return store.newest_or_fail(role, tested=not force).dir
 
 
 def existing_image(conn: Connection, name: str, sha256: str) -> Any | None:

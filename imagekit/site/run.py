@@ -28,10 +28,11 @@ from imagekit.errors import ImagekitError, UserError
 from imagekit.files import write_private
 from imagekit.instances.access import make_key_pair
 from imagekit.instances.qemu import Nic, QemuInstance
-from imagekit.manifest import Manifest, SiteTestRecord, latest_build, utc_now
+from imagekit.manifest import Manifest, SiteTestRecord, utc_now
 from imagekit.roles import CHECKOUT
 from imagekit.site import network
 from imagekit.site.model import MEMORY_MB, Site, SiteInstance
+from imagekit.store import Build, Store
 from imagekit.userdata import render_user_data
 from imagekit.verify import pytest_command
 
@@ -56,25 +57,13 @@ def choose_builds(config: Config, site: Site, chosen: dict[str, str]) -> dict[st
     unknown = sorted(set(chosen) - roles)
     if unknown:
         raise UserError(f"--build {unknown[0]}=...: the site has no {unknown[0]} instance")
+    store = Store(config.output_dir)
     builds = {}
     for role in sorted(roles):
         if role in chosen:
-            build_dir = config.output_dir / role / chosen[role]
-            if not (build_dir / "manifest.json").is_file():
-                raise UserError(
-                    f"--build {role}={chosen[role]}: no such build in {build_dir.parent}"
-                )
-            if Manifest.read(build_dir).status != "built":
-                raise UserError(f"--build {role}={chosen[role]}: that build did not finish")
+            builds[role] = store.get(role, chosen[role], f"--build {role}=").dir
         else:
-            found = latest_build(config.output_dir, role, tested=True)
-            if found is None:
-                raise UserError(
-                    f"no tested build of '{role}' in {config.output_dir / role}; "
-                    f"run: imagekit build {role} && imagekit test {role}"
-                )
-            build_dir = found
-        builds[role] = build_dir
+            builds[role] = store.newest_or_fail(role, tested=True).dir
     return builds
 
 
@@ -176,7 +165,7 @@ class SiteRun:
                 Nic(f"tap,ifname={tap},script=no,downscript=no", self.site.mac(instance, n))
             )
         vm = QemuInstance(
-            build_dir / f"{instance.role}.qcow2",
+            Build(instance.role, build_dir).image,
             Manifest.read(build_dir).admin_user,
             instance.name,
             render_user_data(instance.role, values, self.config.cache_dir),

@@ -17,8 +17,8 @@ from imagekit.builders import dib
 from imagekit.config import Config, load_config
 from imagekit.devcloud import DevCloud
 from imagekit.devcloud import compute as devcloud_compute
-from imagekit.manifest import latest_build
 from imagekit.roles import CHECKOUT
+from imagekit.store import Store
 
 CACHE_DIR = Path(os.environ.get("IMAGEKIT_TEST_CACHE", CHECKOUT / "build" / "cache"))
 # The tests' dev cloud: beside a user's own, kept between runs (installed once).
@@ -79,7 +79,8 @@ def built(config: Config) -> Callable[[str], Path]:
 
     def get(role: str) -> Path:
         if role not in done:
-            done[role] = latest_build(config.output_dir, role) or dib.build(config, role)
+            found = Store(config.output_dir).newest(role)
+            done[role] = found.dir if found else dib.build(config, role)
         return done[role]
 
     return get

@@ -12,7 +12,8 @@ import pytest
 from imagekit.cleanup import leftovers
 from imagekit.config import load_config
 from imagekit.locking import Lock
-from imagekit.manifest import Manifest, builds
+from imagekit.manifest import Manifest
+from imagekit.store import Store
 
 
 def start_build(config_path: Path, role: str = "web") -> subprocess.Popen[str]:
@@ -40,7 +41,8 @@ def assert_nothing_left(config_path: Path) -> None:
     mounts, loops = leftovers(tmp)
     assert mounts == [] and loops == []
     assert not tmp.exists() or not any(tmp.iterdir()), "temp dirs removed"
-    (build_dir,) = builds(config.output_dir, "web")
+    (made,) = Store(config.output_dir).builds("web")
+    build_dir = made.dir
     manifest = Manifest.read(build_dir)
     assert manifest.status == "failed" and manifest.error
     assert not (build_dir / "web.qcow2").exists()

@@ -18,9 +18,10 @@ from imagekit.clouds import glance
 from imagekit.config import Config
 from imagekit.devcloud import DevCloud
 from imagekit.locking import Lock
-from imagekit.manifest import Manifest, builds, latest_build
+from imagekit.manifest import Manifest
 from imagekit.publishing import sharing
 from imagekit.roles import ROLES
+from imagekit.store import Store
 from tests.functional.test_site import SITE_CHECKS, nothing_left
 
 pytestmark = pytest.mark.usefixtures("clouds_yaml")
@@ -46,9 +47,9 @@ def summary(output_dir: Path) -> dict[str, Any]:
 
 def test_all_roles_built_tested_published_and_shared(config: Config, devcloud: DevCloud) -> None:
     def built_now(role: str) -> Path:
-        found = latest_build(config.output_dir, role)
+        found = Store(config.output_dir).newest(role)
         assert found is not None
-        return found
+        return found.dir
 
     config_path = config.source.with_name("pipeline.yaml")
     config_path.write_text(
@@ -73,8 +74,9 @@ def test_all_roles_built_tested_published_and_shared(config: Config, devcloud: D
 
     alpha = devcloud.connect("devcloud-alpha")
     for role in ROLES:
-        build_dir = latest_build(config.output_dir, role)
-        assert build_dir is not None
+        build = Store(config.output_dir).newest(role)
+        assert build is not None
+        build_dir = build.dir
         manifest = Manifest.read(build_dir)
         assert manifest.tested and manifest.tests[-1].tests >= 10
         (publication,) = manifest.publications
@@ -99,7 +101,7 @@ def test_a_second_pipeline_is_refused_while_one_runs(config: Config) -> None:
 def test_resume_after_a_failed_stage(config: Config) -> None:
     """A cloud typo costs seconds (checked first); db's build, never published to
     devcloud-admin, is published there by the next run without a rebuild, and said so."""
-    before = {r: [b.name for b in builds(config.output_dir, r)] for r in ROLES}
+    before = {r: [b.id for b in Store(config.output_dir).builds(r)] for r in ROLES}
     runs_before = sorted((config.output_dir / "pipeline").glob("*.json"))
     failed = pipeline(config.source, "db", "--cloud", "no-such-cloud", timeout=120)
     assert failed.returncode == 2
@@ -113,7 +115,7 @@ def test_resume_after_a_failed_stage(config: Config) -> None:
     assert stages == {"build": "skipped", "test": "skipped", "site": "skipped", "publish": "passed"}
     assert role["resumed"] and "(resumed: no new build)" in resumed.stdout
     assert f"finished build {role['build_id']} of an earlier run" in resumed.stderr
-    assert {r: [b.name for b in builds(config.output_dir, r)] for r in ROLES} == before
+    assert {r: [b.id for b in Store(config.output_dir).builds(r)] for r in ROLES} == before
 
 
 def test_a_role_failing_its_suite_is_not_published(
@@ -124,10 +126,10 @@ def test_a_role_failing_its_suite_is_not_published(
     so web is not published either: only a passing site test publishes."""
     path = make_config("roles:\n  dns:\n    packages: [no-such-package-in-image]\n")
     for role in ("web", "dns"):
-        source = latest_build(config.output_dir, role)
-        assert source is not None
-        copy = path.parent / "images" / role / source.name
-        shutil.copytree(source, copy)
+        newest = Store(config.output_dir).newest(role)
+        assert newest is not None
+        copy = path.parent / "images" / role / newest.id
+        shutil.copytree(newest.dir, copy)
         manifest = Manifest.read(copy)
         manifest.tests, manifest.publications = [], []
         manifest.write(copy)
@@ -151,7 +153,7 @@ def test_a_role_failing_its_suite_is_not_published(
         .joinpath(summary(output_dir)["run_id"], "site-test.log")
         .read_text()
     )
-    dns = Manifest.read(builds(output_dir, "dns")[-1])
+    dns = Store(output_dir).builds("dns")[-1].manifest()
     assert dns.publications == [] and not dns.tested
 
 

@@ -16,8 +16,9 @@ from imagekit.cleanup import leftovers
 from imagekit.clouds import glance
 from imagekit.config import Config, PublishSettings, load_config
 from imagekit.devcloud import DevCloud
-from imagekit.manifest import Manifest, builds
+from imagekit.manifest import Manifest
 from imagekit.publishing import publish as publishing
+from imagekit.store import Store
 from tests.functional.test_failures import start_build, wait_for_log
 
 T = TypeVar("T")
@@ -101,7 +102,8 @@ def test_a_killed_build_leaves_no_loop_device_and_a_failed_manifest(
     wait_for_log(config.output_dir, "Calling [sudo losetup")
     build.send_signal(signal.SIGKILL)
     build.wait()
-    (build_dir,) = builds(config.output_dir, "web")
+    (made,) = Store(config.output_dir).builds("web")
+    build_dir = made.dir
     assert Manifest.read(build_dir).status == "building"
 
     said = cleanup(path).stdout

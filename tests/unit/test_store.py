@@ -1,0 +1,93 @@
+"""The build store: the one place that finds builds, and what a build's files are called."""
+
+from pathlib import Path
+
+import pytest
+
+from imagekit.errors import UserError
+from imagekit.manifest import MANIFEST, Manifest, SiteTestRecord, SuiteResult
+from imagekit.store import Build, Store
+from tests.unit.manifests import make_manifest
+
+
+def _add(root: Path, role: str, build_id: str, status: str = "built", **records: object) -> Build:
+    build = Build(role, root / role / build_id)
+    build.dir.mkdir(parents=True)
+    manifest = make_manifest(role=role, build_id=build_id, status=status)
+    manifest.write(build.dir)
+    for name, value in records.items():
+
+        def append(manifest: Manifest, name: str = name, value: object = value) -> None:
+            getattr(manifest, name).append(value)
+
+        build.update(append)
+    return build
+
+
+def _passed() -> SuiteResult:
+    return SuiteResult(when="t", passed=True, tests=3)
+
+
+def test_a_build_owns_its_file_names(tmp_path: Path) -> None:
+    build = Build("web", tmp_path / "web" / "20260101T000000Z")
+    assert build.id == "20260101T000000Z"
+    assert build.image.name == "web.qcow2" and build.checksum_file.name == "web.qcow2.sha256"
+    assert build.log.name == "build.log" and build.manifest_file.name == MANIFEST
+    assert build.report().name == "test-report.xml"
+    assert build.console_log("site").name == "site-console.log"
+
+
+def test_newest_skips_failed_unfinished_and_untested(tmp_path: Path) -> None:
+    tested = _add(tmp_path, "web", "20260101T000000Z", tests=_passed())
+    built = _add(tmp_path, "web", "20260102T000000Z")
+    _add(tmp_path, "web", "20260103T000000Z", status="failed")
+    _add(tmp_path, "web", "20260104T000000Z", status="building")
+    store = Store(tmp_path)
+    assert store.newest("web") == built
+    assert store.newest("web", tested=True) == tested
+    assert store.newest("web", site_tested=True) is None
+    assert store.newest("db") is None
+    assert store.builds("web")[0].id == "20260101T000000Z", "oldest first"
+
+
+def test_newest_site_tested(tmp_path: Path) -> None:
+    record = SiteTestRecord(site="site.yaml", run_id="r", when="t", passed=True, tests=13)
+    site = _add(tmp_path, "web", "20260101T000000Z", tests=_passed(), site_tests=record)
+    _add(tmp_path, "web", "20260102T000000Z", tests=_passed())
+    assert Store(tmp_path).newest("web", tested=True, site_tested=True) == site
+
+
+def test_a_corrupt_build_is_never_newest_and_blocks_nothing(tmp_path: Path) -> None:
+    good = _add(tmp_path, "web", "20260101T000000Z")
+    corrupt = _add(tmp_path, "web", "20260102T000000Z")
+    corrupt.manifest_file.write_text(corrupt.manifest_file.read_text()[:40])  # a full disk
+    assert Store(tmp_path).newest("web") == good
+    with pytest.raises(UserError) as error:
+        Manifest.read(corrupt.dir)
+    assert str(error.value).startswith(f"{corrupt.manifest_file}: corrupt manifest")
+    assert "\n" not in str(error.value)
+
+
+def test_get_names_what_is_wrong_in_one_line(tmp_path: Path) -> None:
+    _add(tmp_path, "web", "20260101T000000Z")
+    _add(tmp_path, "web", "20260102T000000Z", status="failed")
+    store = Store(tmp_path)
+    assert store.get("web", "20260101T000000Z").id == "20260101T000000Z"
+    for build_id, message in [
+        ("20260103T000000Z", "no finished build of 'web'"),
+        ("20260102T000000Z", "that build of 'web' did not finish"),
+        ("../db/20260101T000000Z", "not a build id"),
+    ]:
+        with pytest.raises(UserError, match=message):
+            store.get("web", build_id)
+    with pytest.raises(UserError, match=r"^--build web=20260103T000000Z: "):
+        store.get("web", "20260103T000000Z", "--build web=")
+
+
+def test_newest_or_fail_says_how_to_make_one(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    with pytest.raises(UserError, match=r"no finished build of 'web'.*imagekit build web"):
+        store.newest_or_fail("web")
+    _add(tmp_path, "web", "20260101T000000Z")
+    with pytest.raises(UserError, match=r"no tested build of 'web'.*imagekit test web"):
+        store.newest_or_fail("web", tested=True)
