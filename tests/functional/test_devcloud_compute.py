@@ -20,9 +20,9 @@ import pytest
 from imagekit.config import Config
 from imagekit.devcloud import DevCloud
 from imagekit.devcloud import compute as devcloud_compute
-from imagekit.manifest import Manifest
 from imagekit.publishing.publish import PublishResult, publish
 from imagekit.roles import CHECKOUT
+from imagekit.store import Build
 from tests.functional.conftest import host_leftovers
 from tests.functional.imagefs import apt_source_uris, mounted_root
 
@@ -202,29 +202,6 @@ def test_a_member_boots_the_shared_image_with_its_own_user_data(
     assert f"link tap{port.id[:11]}" not in host_leftovers()  # the server's own tap
 
 
-def test_imagekit_test_on_the_cloud_passes_the_web_suite(
-    compute_devcloud: DevCloud,
-    published_web: PublishResult,
-    built: Callable[[str], Path],
-    cloud_config: Path,
-    clouds_yaml: None,
-) -> None:
-    """`imagekit test web --cloud devcloud`: the published image, the same suite as locally."""
-    web = built("web")
-    result = imagekit(cloud_config, "test", "web", "--cloud", "devcloud", "--build", web.name)
-    print(result.stdout[-2000:])
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
-    record = Manifest.read(web).tests[-1]
-    assert record.passed and record.backend == "OpenStackInstance" and record.tests >= 10
-    print(f"on Nova: {record.timings}, suite {record.suite_s} s, total {record.total_s} s")
-    conn = compute_devcloud.connect("devcloud")
-    try:
-        nothing_left(conn)
-    finally:
-        conn.close()
-    assert virsh_guests() == []
-
-
 def test_a_killed_cloud_test_is_cleaned_up_by_the_next_run(
     compute_devcloud: DevCloud,
     published_web: PublishResult,
@@ -262,27 +239,30 @@ def test_a_killed_cloud_test_is_cleaned_up_by_the_next_run(
     assert virsh_guests() == []
 
 
-def test_packer_builds_web_on_the_cloud_and_the_image_passes_the_web_suite(
+def test_packer_builds_web_on_the_cloud_and_imagekit_test_on_the_cloud_passes(
     compute_devcloud: DevCloud,
     config: Config,
     cloud_config: Path,
     tmp_path: Path,
     clouds_yaml: None,
 ) -> None:
-    """`imagekit build web --with packer --cloud devcloud`: a server from the DIB base image
-    in Glance, provisioned by the web element's own files, snapshotted and brought back."""
+    """Two on-cloud paths, one boot each:
+    - `imagekit build web --with packer --cloud devcloud`: a server from the DIB base image
+      in Glance, provisioned by the web element's own files, snapshotted and brought back;
+    - `imagekit test web --cloud devcloud` of that build, published: a Nova server with the
+      role's user data and a private NIC passes the same web suite as a local VM."""
     started = time.monotonic()
     built = imagekit(cloud_config, "build", "web", "--with", "packer", "--cloud", "devcloud")
     assert built.returncode == 0, built.stderr[-3000:]
     print(f"\npacker on the cloud: {time.monotonic() - started:.0f} s")
-    build_dir = Path(built.stdout.strip().splitlines()[-1]).parent
-    manifest = Manifest.read(build_dir)
+    build = Build("web", Path(built.stdout.strip().splitlines()[-1]).parent)
+    manifest = build.manifest()
     assert manifest.status == "built" and manifest.builder == "packer"
     assert {"nginx-light", "php-fpm", "php-mysql"} <= {p.name for p in manifest.packages}
     assert manifest.image is not None and manifest.image.format == "qcow2"
     print(f"image {manifest.image.size_bytes >> 20} MiB")
 
-    with mounted_root(build_dir / "web.qcow2", tmp_path) as root:
+    with mounted_root(build.image, tmp_path) as root:
         keys = (root / f"home/{config.admin_user}/.ssh/authorized_keys").read_text().strip()
         assert keys == config.public_keys[0].line, "only the baked key: the build's is gone"
         assert not (root / "root/.ssh/authorized_keys").exists()
@@ -297,10 +277,20 @@ def test_packer_builds_web_on_the_cloud_and_the_image_passes_the_web_suite(
         names = [image.name for image in conn.image.images()]
         assert not [name for name in names if name.startswith("imagekit-web-packer-")]
         assert [name for name in names if name.startswith("imagekit-base-")], "base uploaded"
+
+        published = imagekit(
+            cloud_config, "publish", "web", "--cloud", "devcloud", "--build", build.id, "--force"
+        )
+        assert published.returncode == 0, published.stderr
+        tested = imagekit(cloud_config, "test", "web", "--cloud", "devcloud", "--build", build.id)
+        assert tested.returncode == 0, tested.stdout[-3000:] + tested.stderr[-2000:]
+        record = build.manifest().tests[-1]
+        assert record.passed and record.backend == "OpenStackInstance" and record.tests >= 10
+        print(f"on Nova: {record.timings}, suite {record.suite_s} s, total {record.total_s} s")
+        nothing_left(conn)
+        publication = build.manifest().publication("devcloud")
+        assert publication is not None
+        conn.image.delete_image(publication.image_id)  # not meant to stay
     finally:
         conn.close()
     assert virsh_guests() == []
-
-    tested = imagekit(cloud_config, "test", "web", "--local", "--build", build_dir.name)
-    assert tested.returncode == 0, tested.stdout[-3000:] + tested.stderr[-2000:]
-    assert Manifest.read(build_dir).tested
