@@ -22,7 +22,7 @@ from openstack.exceptions import ConfigException
 
 from imagekit import runs
 from imagekit.builders import dib, run_build, run_logged
-from imagekit.clouds import CLOUD_ERRORS, cloud_errors, connect, glance
+from imagekit.clouds import CLOUD_ERRORS, TOOL_TAG, cloud_errors, connect, glance
 from imagekit.config import Config
 from imagekit.errors import ImagekitError, UserError
 from imagekit.host import Requirement, kvm_usable
@@ -253,13 +253,17 @@ def build_on_cloud(config: Config, role: str, cloud: str, progress: Progress | N
                 "ssh_private_key_file": str(key_file),
                 "user_data_file": str(work / "user-data"),
                 "packages_file": str(work / "packages.tsv"),
-                "image_name": snapshot,  # an intermediate: shared only once published
+                # An intermediate: no role tag (rotation never sees it), shared only once
+                # published; tagged with the run, so that the next run deletes a half one.
+                "image_name": snapshot,
                 "image_members": [],
+                "image_tags": [TOOL_TAG],
+                "metadata": {"imagekit_builder": "packer", "imagekit_run": run_id},
                 "instance_name": f"imagekit-packer-{role}-{run_id}",
                 "instance_metadata": {"imagekit": "throwaway", "imagekit_run": run_id},
             }
             env = {
-                **os.environ,
+                **{k: v for k, v in os.environ.items() if not k.startswith("OS_")},
                 **openstack_environment(cloud),
                 "PACKER_CACHE_DIR": str(config.cache_dir / "packer"),
                 "CHECKPOINT_DISABLE": "1",
