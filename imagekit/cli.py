@@ -2,6 +2,8 @@
 
 import argparse
 import contextlib
+import dataclasses
+import json
 import os
 import shlex
 import shutil
@@ -30,7 +32,7 @@ from imagekit.publishing import rotation, sharing
 from imagekit.roles import ROLES, ROLES_HELP, resolve_roles
 from imagekit.site import run as site_run
 from imagekit.site.model import DEFAULT_SITE, load_site
-from imagekit.store import Build
+from imagekit.store import Build, Store, describe
 from imagekit.userdata import ROLE_VALUES, load_values, render_user_data
 
 
@@ -316,6 +318,17 @@ def _parser() -> argparse.ArgumentParser:
         "half images (their builds are marked failed), unfinished Glance uploads and "
         "throwaway servers, keypairs and floating IPs in the clouds they used. Every "
         "command does this for the host (and its --cloud) when it starts.",
+    )
+
+    listing = commands.add_parser(
+        "builds",
+        help="list local builds: status, tests, site tests, publications",
+        description="The builds of each ROLE (default: all) in the output directory, oldest "
+        "first, as their manifests record them.",
+    )
+    listing.add_argument("roles", nargs="*", metavar="ROLE", help=f"{ROLES_HELP} (default)")
+    listing.add_argument(
+        "-f", "--format", choices=["table", "json"], default="table", help="output format"
     )
 
     check = commands.add_parser(
@@ -612,6 +625,28 @@ def _list_images(conn: Connection, role: str) -> None:
         )
 
 
+def _builds(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    store = Store(config.output_dir)
+    rows = [
+        describe(build, manifest)
+        for role in resolve_roles(args.roles or ["all"])
+        for build, manifest in store.readable(role)
+    ]
+    if args.format == "json":
+        print(json.dumps([dataclasses.asdict(row) for row in rows], indent=2))
+        return 0
+    print(f"{'role':4} {'build':18} {'status':8} {'builder':7} {'MiB':>5} tested site  published")
+    for row in rows:
+        mib = str(row.size_bytes >> 20) if row.size_bytes is not None else "-"
+        print(
+            f"{row.role:4} {row.build_id:18} {row.status:8} {row.builder:7} {mib:>5} "
+            f"{'yes' if row.tested else 'no':6} {'yes' if row.site_tested else 'no':5} "
+            f"{', '.join(row.published) or '-'}"
+        )
+    return 0
+
+
 def _cleanup(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     runs.start(config.cache_dir)
@@ -716,6 +751,7 @@ def main(argv: list[str] | None = None) -> int:
             "images": _images,
             "pipeline": _pipeline,
             "devcloud": _devcloud,
+            "builds": _builds,
             "cleanup": _cleanup,
             "doctor": _doctor,
             "site": _site,

@@ -110,3 +110,32 @@ class Store:
         raise UserError(
             f"no finished build of '{role}' in {self.role_dir(role)}; run: imagekit build {role}"
         )
+
+
+@dataclass(frozen=True)
+class BuildSummary:
+    """One build as `imagekit builds` lists it (and its JSON form)."""
+
+    role: str
+    build_id: str
+    status: str
+    builder: str
+    created: str
+    size_bytes: int | None
+    tested: bool
+    site_tested: bool
+    published: list[str]
+
+
+def describe(build: Build, manifest: Manifest) -> BuildSummary:
+    return BuildSummary(
+        role=build.role,
+        build_id=build.id,
+        status=manifest.status,
+        builder=manifest.builder,
+        created=manifest.created,
+        size_bytes=manifest.image.size_bytes if manifest.image else None,
+        tested=manifest.tested,
+        site_tested=manifest.site_tested,
+        published=sorted({p.cloud for p in manifest.publications if p.complete}),
+    )

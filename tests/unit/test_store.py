@@ -1,13 +1,19 @@
 """The build store: the one place that finds builds, and what a build's files are called."""
 
+import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from imagekit.cli import main
+from imagekit.config import load_config
 from imagekit.errors import UserError
 from imagekit.manifest import MANIFEST, Manifest, SiteTestRecord, SuiteResult
 from imagekit.store import Build, Store
 from tests.unit.manifests import make_manifest
+
+WriteConfig = Callable[[str], Path]
 
 
 def _add(root: Path, role: str, build_id: str, status: str = "built", **records: object) -> Build:
@@ -91,3 +97,21 @@ def test_newest_or_fail_says_how_to_make_one(tmp_path: Path) -> None:
     _add(tmp_path, "web", "20260101T000000Z")
     with pytest.raises(UserError, match=r"no tested build of 'web'.*imagekit test web"):
         store.newest_or_fail("web", tested=True)
+
+
+def test_imagekit_builds_lists_what_the_manifests_record(
+    tmp_path: Path, write_config: WriteConfig, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = load_config(write_config(f"ssh_keys: [{{key}}]\noutput_dir: {tmp_path / 'out'}\n"))
+    _add(config.output_dir, "web", "20260101T000000Z", tests=_passed())
+    _add(config.output_dir, "db", "20260102T000000Z", status="failed")
+    assert main(["--config", str(config.source), "builds", "-f", "json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [(r["role"], r["build_id"], r["status"], r["tested"]) for r in rows] == [
+        ("web", "20260101T000000Z", "built", True),
+        ("db", "20260102T000000Z", "failed", False),
+    ]
+    assert main(["--config", str(config.source), "builds", "web"]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split()[:3] == ["role", "build", "status"]
+    assert table[1].split()[:3] == ["web", "20260101T000000Z", "built"] and len(table) == 2
