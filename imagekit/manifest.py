@@ -10,7 +10,7 @@ import tempfile
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ValidationError
 
@@ -84,7 +84,18 @@ class Publication(BaseModel):
         return self.shared is not None and self.rotated is not None
 
 
+# Raised when a change makes older manifests read differently (new fields have defaults).
+SCHEMA_VERSION = 1
+
+
 class Manifest(BaseModel):
+    """The contract between stages: what a build was made from and what happened to it.
+
+    Later stages (test, site test, publish) read their expectations from here, never
+    from today's config.
+    """
+
+    schema_version: int = SCHEMA_VERSION
     role: str
     build_id: str
     status: Literal["building", "built", "failed"]
@@ -100,6 +111,9 @@ class Manifest(BaseModel):
     elements: list[str]
     admin_user: str
     ssh_key_fingerprints: list[str]
+    # The baked public keys and the packages asked for (shared + role): what the suites check.
+    authorized_keys: list[str] = []
+    requested_packages: list[str] = []
     log: str = "build.log"
     run_id: str | None = None  # the imagekit run that built it (see imagekit.runs)
     error: str | None = None
@@ -241,3 +255,8 @@ def check_qcow2(path: Path, option: str) -> Path:
     if magic != QCOW2_MAGIC:
         raise UserError(f"{option} {path}: not a qcow2 image")
     return path
+
+
+def json_schema() -> dict[str, Any]:
+    """The manifest's JSON Schema, generated from the model (for other tools)."""
+    return Manifest.model_json_schema()

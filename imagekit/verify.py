@@ -144,8 +144,12 @@ def suite_files(role: str) -> list[Path]:
     return [SUITES_DIR / "test_common.py", get_role(role).suite]
 
 
-def suite_context(config: Config, role: str, address: SshAddress) -> dict[str, object]:
-    """What the role suites expect: the build's config and the instance's user-data values."""
+def suite_context(
+    config: Config, role: str, address: SshAddress, manifest: Manifest | None = None
+) -> dict[str, object]:
+    """What the role suites expect: what the build recorded (its manifest; the config
+    only for a bare --image or a manifest from before these were recorded) and the
+    instance's user-data values."""
     values = example_values(role)
     revealed = json.loads(values.model_dump_json())
     for name, value in template_context(values).items():
@@ -154,9 +158,10 @@ def suite_context(config: Config, role: str, address: SshAddress) -> dict[str, o
             revealed[name] = value
     return {
         "values": json.loads(json.dumps(revealed, default=str)),
-        "admin_user": config.admin_user,
-        "authorized_keys": [key.line for key in config.public_keys],
-        "packages": config.role_packages(role),
+        "admin_user": manifest.admin_user if manifest else config.admin_user,
+        "authorized_keys": (manifest and manifest.authorized_keys)
+        or [key.line for key in config.public_keys],
+        "packages": (manifest and manifest.requested_packages) or config.role_packages(role),
         "datasources": [d.strip() for d in CLOUD_INIT_DATASOURCES.split(",")],
         "ssh": f"{address.host}:{address.port}",
         "ssh_proxy_command": address.proxy_command,
@@ -180,12 +185,17 @@ def pytest_command(junit: Path, *args: str) -> list[str]:
 
 
 def run_suite(
-    config: Config, role: str, address: SshAddress, junit: Path, files: list[Path] | None = None
+    config: Config,
+    role: str,
+    address: SshAddress,
+    junit: Path,
+    files: list[Path] | None = None,
+    manifest: Manifest | None = None,
 ) -> SuiteResult:
     """Run the role's testinfra suite against a booted instance; the JUnit XML goes to junit."""
     with tempfile.TemporaryDirectory(prefix="imagekit-suite-") as tmp:
         context = Path(tmp) / "context.json"
-        context.write_text(json.dumps(suite_context(config, role, address)))
+        context.write_text(json.dumps(suite_context(config, role, address, manifest)))
         # A throwaway instance's host key is new by definition.
         ssh_config = Path(tmp) / "ssh_config"
         proxy = f"  ProxyCommand {address.proxy_command}\n" if address.proxy_command else ""
@@ -236,7 +246,8 @@ def test_image(
     with throwaway(instance, keep=keep) as address:
         if on_ready:
             on_ready(address)
-        record = run_suite(config, target.role, address, junit)
+        manifest = Manifest.read(target.build_dir) if target.build_dir else None
+        record = run_suite(config, target.role, address, junit, manifest=manifest)
     if keep:
         print(f"instance left running: {instance.describe()}", file=sys.stderr)
     record.backend = type(instance).__name__

@@ -68,6 +68,8 @@ def run_build(
             elements=elements,
             admin_user=config.admin_user,
             ssh_key_fingerprints=[key.fingerprint for key in config.public_keys],
+            authorized_keys=[key.line for key in config.public_keys],
+            requested_packages=config.role_packages(role),
             run_id=run.id,
         )
         manifest.write(build_dir)

@@ -6,16 +6,21 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
+import jsonschema
 import pytest
 
 from imagekit.config import Config
-from imagekit.manifest import Manifest
+from imagekit.manifest import MANIFEST, Manifest, json_schema
 from imagekit.roles import CHECKOUT, ROLES
 from tests.functional.imagefs import apt_source_uris, mbr_partitions, mounted_root, read_head
 
 
-def test_manifest_matches_the_image(web_build: Path, tmp_path: Path) -> None:
+def test_manifest_matches_the_image(web_build: Path, config: Config, tmp_path: Path) -> None:
     manifest = Manifest.read(web_build)
+    jsonschema.validate(json.loads((web_build / MANIFEST).read_text()), json_schema())
+    # What the suites read later: the build's own record, not the config of the day.
+    assert manifest.authorized_keys == [key.line for key in config.public_keys]
+    assert manifest.requested_packages == config.role_packages("web")
     assert manifest.status == "built"
     assert manifest.role == "web"
     assert manifest.build_id == web_build.name

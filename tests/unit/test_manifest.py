@@ -1,12 +1,21 @@
 import json
 import multiprocessing
 import os
+from collections.abc import Callable
 from pathlib import Path
 
+import jsonschema
+import pytest
+
+from imagekit import verify
+from imagekit.config import load_config
+from imagekit.instances import SshAddress
 from imagekit.manifest import (
     MANIFEST,
+    SCHEMA_VERSION,
     Manifest,
     SuiteResult,
+    json_schema,
     new_build_id,
     read_dpkg_manifest,
 )
@@ -72,3 +81,36 @@ def test_concurrent_updates_lose_no_record(tmp_path: Path) -> None:
     whens = [test.when for test in Manifest.read(build_dir).tests]
     assert len(whens) == len(set(whens)) == 100
     assert {p.name for p in build_dir.iterdir()} == {MANIFEST, MANIFEST + ".lock"}, "no temp file"
+
+
+def test_the_suites_expect_what_the_build_recorded_not_todays_config(
+    write_config: Callable[[str], Path],
+) -> None:
+    """Edit the config between build and test: a good image still passes."""
+    config = load_config(write_config("ssh_keys: [{key}]\nadmin_user: ops\npackages: [less]\n"))
+    recorded = make_manifest(
+        admin_user="admin",
+        authorized_keys=["ssh-ed25519 AAAArecorded build@host"],
+        requested_packages=["curl", "nginx-light"],
+    )
+    address = SshAddress("127.0.0.1", 2222, "admin", "/k")
+    context = verify.suite_context(config, "web", address, recorded)
+    assert context["admin_user"] == "admin"
+    assert context["authorized_keys"] == ["ssh-ed25519 AAAArecorded build@host"]
+    assert context["packages"] == ["curl", "nginx-light"]
+    # A bare image (no build): the config is all there is.
+    bare = verify.suite_context(config, "web", address)
+    assert bare["admin_user"] == "ops" and "less" in bare["packages"]  # type: ignore[operator]
+
+
+def test_manifests_validate_against_the_generated_json_schema() -> None:
+    manifest = make_manifest(
+        tests=[SuiteResult(when="t", passed=True, tests=3)],
+        authorized_keys=["ssh-ed25519 AAAA x"],
+    )
+    schema = json_schema()
+    assert schema["properties"]["schema_version"]["default"] == SCHEMA_VERSION
+    jsonschema.validate(json.loads(manifest.model_dump_json()), schema)
+    broken = {**json.loads(manifest.model_dump_json()), "status": "half"}
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(broken, schema)

@@ -184,7 +184,7 @@ def run_test_on_cloud(config: Config, monkeypatch: pytest.MonkeyPatch) -> None:
     """`imagekit test --cloud fake web` above the HTTP boundary, the suite stood in for."""
     monkeypatch.setattr(backend, "wait_until_ready", ready([]))
     monkeypatch.setattr(
-        verify, "run_suite", lambda *args: SuiteResult(when="now", passed=True, tests=1)
+        verify, "run_suite", lambda *args, **kw: SuiteResult(when="now", passed=True, tests=1)
     )
     target = verify.find_target(config, "web", None, None)
     assert verify.test_image(config, target, verify.openstack_instances(config, "fake")).passed
@@ -280,7 +280,7 @@ def test_a_nova_error_is_one_line_and_cleans_up(
 ) -> None:
     cloud = FakeCloud(mocker, images=[{"id": "img-2", "name": f"golden-web-{BUILD_ID}"}])
     mocker.post(f"{NOVA}/servers", status_code=503, json={"message": "nova is down"})
-    monkeypatch.setattr(verify, "run_suite", lambda *args: pytest.fail("no server, no suite"))
+    monkeypatch.setattr(verify, "run_suite", lambda *a, **kw: pytest.fail("no server, no suite"))
     assert main(["--config", str(config.source), "test", "web", "--cloud", "fake"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("imagekit: error: cloud 'fake': the test server failed: ")
