@@ -2,7 +2,6 @@
 
 import re
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -11,7 +10,6 @@ from imagekit.config import Config
 from imagekit.instances import throwaway
 from imagekit.instances.access import connect, run
 from imagekit.instances.qemu import QemuInstance
-from imagekit.manifest import Manifest
 from imagekit.roles import get_role
 
 Built = Callable[[str], Path]
@@ -22,22 +20,6 @@ def no_qemu_left() -> None:
         ["pgrep", "-af", "qemu-system.*/(ft|imagekit-test)-"], capture_output=True, text=True
     )
     assert running.stdout == "", "a throwaway VM was left running"
-
-
-def test_imagekit_test_web_from_the_command_line(built: Built, config: Config) -> None:
-    build_dir = built("web")
-    result = subprocess.run(
-        [sys.executable, "-m", "imagekit", "--config", str(config.source), "test", "web"],
-        capture_output=True,
-        text=True,
-        timeout=1200,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr[-3000:]
-    assert re.search(r"^web: PASSED (\d+)/\1 checks .*report: ", result.stdout, re.M)
-    manifest = Manifest.read(build_dir)
-    assert manifest.tested and manifest.tests[-1].accelerator in ("kvm", "tcg")
-    assert "testcase" in (build_dir / "test-report.xml").read_text()
-    no_qemu_left()
 
 
 def test_a_suite_fails_on_an_image_that_lacks_what_it_checks(

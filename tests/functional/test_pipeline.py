@@ -5,6 +5,7 @@ Runs first in the session (see conftest): its builds are the ones later tests re
 
 import hashlib
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -79,6 +80,11 @@ def test_all_roles_built_tested_published_and_shared(config: Config, devcloud: D
         build_dir = build.dir
         manifest = Manifest.read(build_dir)
         assert manifest.tested and manifest.tests[-1].tests >= 10
+        # Each stage is the imagekit command itself: what `imagekit test ROLE` prints and writes.
+        said = (config.output_dir / "pipeline" / data["run_id"] / f"{role}-test.log").read_text()
+        assert re.search(rf"^{role}: PASSED (\d+)/\1 checks .*report: ", said, re.M), said
+        assert manifest.tests[-1].accelerator in ("kvm", "tcg")
+        assert "testcase" in (build_dir / "test-report.xml").read_text()
         (publication,) = manifest.publications
         image_id, status = sharing.accept(alpha, publication.image_id)
         assert status == "accepted"

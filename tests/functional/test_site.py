@@ -41,9 +41,11 @@ def test_a_site_with_a_wrong_database_password_fails_the_right_checks(
     built: Built, config: Config, tmp_path: Path, key_pair: Path
 ) -> None:
     data = yaml.safe_load(DEFAULT_SITE.read_text())
+    # Four instances (one web, with a wrong password): a fifth VM would prove nothing more.
     data["instances"] = [
         {**i, "values": {"db_password": "not-the-password-1"}} if i["name"] == "web2" else i
         for i in data["instances"]
+        if i["name"] != "web1"
     ]
     path = tmp_path / "broken-site.yaml"
     path.write_text(yaml.safe_dump(data))
