@@ -293,6 +293,7 @@ class ComputeCloud:
         self._wait_for(lambda: _listening(self._ports()["rabbitmq"]), "rabbitmq")
         self._setup_ovs()
         self._start("apt-proxy")
+        self._wait_for(_apt_proxy_answers, "apt-proxy")
         self._start("libvirtd")
         self._wait_for(LIBVIRT_SOCKET.exists, "libvirtd")
         if not warm:
@@ -884,6 +885,13 @@ class ComputeCloud:
 
     def _host_run(self, command: list[str]) -> None:
         self.base.run(command, " ".join(command[:3]), self.logs / "compute-host.log")
+
+
+def _apt_proxy_answers() -> bool:
+    """The apt proxy accepts connections where the servers reach it (in our namespace)."""
+    probe = f"import socket; socket.create_connection(({PUBLIC_GATEWAY!r}, {APT_PROXY_PORT}), 2)"
+    inside = ["ip", "netns", "exec", PUBLIC_NS, sys.executable, "-c", probe]
+    return subprocess.run(inside, capture_output=True, check=False).returncode == 0
 
 
 def mirror_hosts() -> list[str]:
