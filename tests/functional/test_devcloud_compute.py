@@ -85,7 +85,7 @@ def in_namespace(*command: str) -> subprocess.CompletedProcess[str]:
         ["ip", "netns", "exec", devcloud_compute.PUBLIC_NS, *command],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=90,
     )
 
 
@@ -181,7 +181,9 @@ def test_a_member_boots_the_shared_image_with_its_own_user_data(
         page = wait_for(
             f"no page from {address}",
             lambda: in_namespace(
-                *("curl", "-sSf", "--max-time", "10"),
+                # The page also tries its database by name: a resolver that is not there
+                # (the example's) costs the resolver's timeouts first.
+                *("curl", "-sSf", "--max-time", "60"),
                 *("-H", "Host: shop.alpha.example", f"http://{address}/"),
             ),
         )
