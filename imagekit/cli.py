@@ -78,7 +78,8 @@ def _parser() -> argparse.ArgumentParser:
         type=Path,
         default=None,
         metavar="PATH",
-        help=f"configuration file (default: {DEFAULT_CONFIG})",
+        help=f"configuration file (default: $IMAGEKIT_CONFIG, else ./imagekit.yaml, else "
+        f"{DEFAULT_CONFIG})",
     )
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 

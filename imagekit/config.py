@@ -1,5 +1,6 @@
 """imagekit.yaml: one validated model of everything a build needs."""
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -173,9 +174,19 @@ class Config(StrictModel):
         return main, security
 
 
+def find_config(given: Path | None = None) -> Path:
+    """--config, else $IMAGEKIT_CONFIG, else ./imagekit.yaml, else the checkout's."""
+    if given is not None:
+        return given
+    if named := os.environ.get("IMAGEKIT_CONFIG"):
+        return Path(named)
+    here = Path.cwd() / "imagekit.yaml"
+    return here if here.is_file() else DEFAULT_CONFIG
+
+
 def load_config(path: Path | None = None) -> Config:
     """Read and validate a config file; any problem is a one-line UserError."""
-    path = (path or DEFAULT_CONFIG).expanduser()
+    path = find_config(path).expanduser()
     data = load_yaml(path, "config")
     if data is None:
         data = {}

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from imagekit.config import DEFAULT_CONFIG, load_config
+from imagekit.config import DEFAULT_CONFIG, find_config, load_config
 from imagekit.errors import UserError
 
 WriteConfig = Callable[[str], Path]
@@ -90,3 +90,20 @@ def test_mirrors_from_config_win_over_host(write_config: WriteConfig) -> None:
         "http://mirror.test/debian",
         "http://mirror.test/debian-security",
     )
+
+
+def test_config_discovery(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, write_config: Callable[[str], Path]
+) -> None:
+    """--config, else $IMAGEKIT_CONFIG, else ./imagekit.yaml, else the checkout's."""
+    monkeypatch.delenv("IMAGEKIT_CONFIG", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert find_config() == DEFAULT_CONFIG
+    here = write_config("ssh_keys: [{key}]\nadmin_user: here\n")  # tmp_path/imagekit.yaml
+    assert here == tmp_path / "imagekit.yaml"
+    assert load_config().admin_user == "here"
+    named = tmp_path / "named.yaml"
+    named.write_text(here.read_text().replace("here", "named"))
+    monkeypatch.setenv("IMAGEKIT_CONFIG", str(named))
+    assert load_config().admin_user == "named"
+    assert find_config(DEFAULT_CONFIG) == DEFAULT_CONFIG, "--config wins"
