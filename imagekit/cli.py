@@ -6,7 +6,6 @@ import dataclasses
 import json
 import os
 import shlex
-import shutil
 import signal
 import sys
 import time
@@ -493,9 +492,9 @@ def _preflight(config: Config, cloud: str) -> None:
     )
     with cloud_errors(config.publish.identity_cloud or cloud, "resolving publish.members"):
         sharing.resolve_projects(identity, config.publish.members)
-    for directory, need_gib in ((config.output_dir, 2), (config.cache_dir, 4)):
-        directory.mkdir(parents=True, exist_ok=True)
-        free_gib = shutil.disk_usage(directory).free / 2**30
+    for name, need_gib in host.DISK_NEEDS_GIB.items():
+        directory: Path = getattr(config, name)
+        free_gib = host.free_gib(directory)
         if free_gib < need_gib:
             raise ImagekitError(
                 f"{directory}: {free_gib:.1f} GiB free, a pipeline needs at least {need_gib} GiB"

@@ -9,8 +9,16 @@ from imagekit.builders.packer import PACKER_REQUIREMENTS
 from imagekit.config import load_config
 from imagekit.errors import ImagekitError
 
-# SITE_REQUIREMENTS holds TEST_REQUIREMENTS: every tool is listed once.
-ALL_REQUIREMENTS = host.BUILD_REQUIREMENTS + host.SITE_REQUIREMENTS + PACKER_REQUIREMENTS
+
+def _once(requirements: tuple[host.Requirement, ...]) -> tuple[host.Requirement, ...]:
+    """Every tool once (builds, tests and Packer share some), in order, first reason first."""
+    by_command: dict[str, host.Requirement] = {}
+    for requirement in requirements:
+        by_command.setdefault(requirement.command, requirement)
+    return tuple(by_command.values())
+
+
+ALL_REQUIREMENTS = _once(host.BUILD_REQUIREMENTS + host.SITE_REQUIREMENTS + PACKER_REQUIREMENTS)
 
 
 @dataclass(frozen=True)
@@ -48,6 +56,16 @@ def checks(config_path: Path | None = None) -> list[Check]:
         main, security = config.resolved_mirrors()
         found.append(Check("ok", "config", f"{config.source}"))
         found.append(Check("ok", "mirrors", f"main {main}, security {security}"))
+        for name, need_gib in host.DISK_NEEDS_GIB.items():
+            directory: Path = getattr(config, name)
+            free_gib = host.free_gib(directory)
+            found.append(
+                Check(
+                    "ok" if free_gib >= need_gib else "error",
+                    f"disk {name}",
+                    f"{free_gib:.1f} GiB free for {directory} (a pipeline needs {need_gib})",
+                )
+            )
         dead = runs.dead_runs(config.cache_dir)
         if dead:
             found.append(

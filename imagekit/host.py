@@ -96,6 +96,17 @@ def free_ports(count: int) -> list[int]:
         return [int(sock.getsockname()[1]) for sock in sockets]
 
 
+# Free space a pipeline needs, by config directory (GiB): images, then DIB's caches and work.
+DISK_NEEDS_GIB = {"output_dir": 2, "cache_dir": 4}
+
+
+def free_gib(directory: Path) -> float:
+    """Free space where directory is, or will be (its nearest existing parent)."""
+    while not directory.exists() and directory != directory.parent:
+        directory = directory.parent
+    return shutil.disk_usage(directory).free / 2**30
+
+
 def install_packages(packages: list[str]) -> None:
     """apt-get install, as root; the error names what failed."""
     if not packages:
