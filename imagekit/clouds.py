@@ -3,16 +3,19 @@
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import openstack
 from keystoneauth1 import exceptions as ks_exceptions
 from openstack import exceptions as os_exceptions
 from openstack.connection import Connection
 from openstack.exceptions import ConfigException
-from openstack.identity.v3._proxy import Proxy as KeystoneV3
-from openstack.image.v2._proxy import Proxy as GlanceV2
 
 from imagekit.errors import ImagekitError, UserError
+
+if TYPE_CHECKING:  # the SDK's proxy classes, for the type checker only (private modules)
+    from openstack.identity.v3._proxy import Proxy as KeystoneV3
+    from openstack.image.v2._proxy import Proxy as GlanceV2
 
 TOOL_TAG = "imagekit"
 # keystoneauth warns on stderr before failing; the failure itself says what matters.
@@ -64,17 +67,18 @@ def cloud_errors(cloud: str, what: str) -> Iterator[None]:
         raise ImagekitError(f"cloud '{cloud}': {what} failed: {describe(err)}") from err
 
 
-def glance(conn: Connection) -> GlanceV2:
-    """The cloud's image service; imagekit speaks Glance v2 only."""
+def glance(conn: Connection) -> "GlanceV2":
+    """The cloud's image service; imagekit speaks Glance v2 only (the proxy's public
+    `api_version` tells)."""
     proxy = conn.image
-    if not isinstance(proxy, GlanceV2):
+    if proxy.api_version != "2":
         raise ImagekitError("the cloud's image service does not offer the Glance v2 API")
     return proxy
 
 
-def keystone(conn: Connection) -> KeystoneV3:
+def keystone(conn: Connection) -> "KeystoneV3":
     proxy = conn.identity
-    if not isinstance(proxy, KeystoneV3):
+    if proxy.api_version != "3":
         raise ImagekitError("the cloud's identity service does not offer the Keystone v3 API")
     return proxy
 

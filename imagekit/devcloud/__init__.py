@@ -19,15 +19,15 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Self, cast
+from typing import Self
 
 import yaml
 from keystoneauth1.exceptions import ClientException
 from openstack.config.loader import OpenStackConfig
 from openstack.connection import Connection
 from openstack.exceptions import SDKException
-from openstack.identity.v3._proxy import Proxy as IdentityProxy
 
+from imagekit.clouds import keystone
 from imagekit.daemons import Daemon, port_is_free, stop_groups, uwsgi_command
 from imagekit.devcloud.compute import COMPUTE_PINS, ComputeCloud
 from imagekit.errors import ImagekitError, UserError, one_line
@@ -256,8 +256,7 @@ class DevCloud:
 
     def _create_accounts(self, glance_port: int, passwords: dict[str, str]) -> None:
         conn = self.connect("devcloud-admin")
-        # identity_api_version is 3 in clouds.yaml
-        identity = cast(IdentityProxy, conn.identity)
+        identity = keystone(conn)  # identity_api_version is 3 in clouds.yaml
         accounts = [("glance", "service", "admin")]
         # admin comes from keystone-manage bootstrap
         accounts += [(u, p, "member") for u, p in ACCOUNTS.values() if u != "admin"]
