@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import NoReturn
 
 import openstack.config
+import shtab
 from openstack.connection import Connection
 
 from imagekit import doctor, host, pipeline, runs, verify
@@ -67,6 +68,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--version", action="version", version=f"%(prog)s {metadata.version('imagekit')}"
     )
+    # `imagekit --print-completion bash > /etc/bash_completion.d/imagekit` (or zsh, tcsh)
+    shtab.add_argument_to(parser, ["--print-completion"])
     parser.add_argument(
         "--debug",
         action="store_true",
@@ -765,6 +768,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         _say("imagekit: interrupted")
         return 130
+    except BrokenPipeError:
+        # Whoever read our output went away (`imagekit builds | head`): stop quietly, and
+        # let the interpreter's last flush go nowhere.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
     except Exception as err:
         if debug:
             traceback.print_exc()

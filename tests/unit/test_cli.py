@@ -39,6 +39,19 @@ def test_version_and_exit_statuses() -> None:
     ]
 
 
+def test_shell_completion_and_a_reader_that_goes_away() -> None:
+    script = run("--print-completion", "bash").stdout
+    assert "imagekit" in script and "publish" in script and "--os-cloud" in script
+    piped = subprocess.run(
+        f"{sys.executable} -m imagekit --print-completion bash | head -1",
+        shell=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert piped.stdout.startswith("#") and piped.stderr == ""
+
+
 def test_os_cloud_is_the_openstack_clients_name_for_cloud(write_config: WriteConfig) -> None:
     path = write_config("ssh_keys: [{key}]\n")
     for option in ("--cloud", "--os-cloud"):
