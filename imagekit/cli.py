@@ -58,6 +58,16 @@ EXIT_STATUSES = """exit status:
   130  interrupted (Ctrl-C, SIGTERM, SIGHUP): what was made was removed"""
 
 
+def _format_option(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "-f",
+        "--format",
+        choices=["table", "json"],
+        default="table",
+        help="table (for people, the default) or json (for programs: one document on stdout)",
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="imagekit",
@@ -143,6 +153,7 @@ def _parser() -> argparse.ArgumentParser:
     test.add_argument(
         "--local", action="store_true", help="a local qemu VM even when OS_CLOUD is set"
     )
+    _format_option(test)
 
     userdata = commands.add_parser(
         "userdata",
@@ -190,6 +201,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     publish.add_argument("roles", nargs="+", metavar="ROLE", help=ROLES_HELP)
     cloud_option(publish)
+    _format_option(publish)
     publish.add_argument("--build", metavar="ID", help="publish this build (one role)")
     publish.add_argument(
         "--share",
@@ -330,9 +342,7 @@ def _parser() -> argparse.ArgumentParser:
         "first, as their manifests record them.",
     )
     listing.add_argument("roles", nargs="*", metavar="ROLE", help=f"{ROLES_HELP} (default)")
-    listing.add_argument(
-        "-f", "--format", choices=["table", "json"], default="table", help="output format"
-    )
+    _format_option(listing)
 
     check = commands.add_parser(
         "doctor",
@@ -423,20 +433,33 @@ def _test(args: argparse.Namespace) -> int:
         if args.keep:
             print(f"instance up; log in with: {address.command}", file=sys.stderr)
 
-    failed = []
+    failed, documents = [], []
     for target in targets:
         print(f"[{target.role}] booting {target.image}", file=sys.stderr)
         with cloud_errors(cloud, "the test server") if cloud else contextlib.nullcontext():
             result = verify.test_image(config, target, make_instance, args.keep, on_ready)
-        timings = ", ".join(f"{k.removesuffix('_s')} {v:.0f}s" for k, v in result.timings.items())
-        print(
-            f"{target.role}: {'PASSED' if result.passed else 'FAILED'} "
-            f"{result.tests - result.failures - result.errors - result.skipped}/{result.tests} "
-            f"checks ({timings}, suite {result.suite_s:.0f}s, total {result.total_s:.0f}s, "
-            f"{result.accelerator}); report: {target.report_dir / (result.report or '-')}"
+        report = target.report_dir / (result.report or "-")
+        build_id = target.build_dir.name if target.build_dir else None
+        documents.append(
+            {
+                "role": target.role,
+                "build_id": build_id,
+                **result.model_dump(),
+                "report": str(report),
+            }
         )
+        timings = ", ".join(f"{k.removesuffix('_s')} {v:.0f}s" for k, v in result.timings.items())
+        if args.format == "table":
+            print(
+                f"{target.role}: {'PASSED' if result.passed else 'FAILED'} "
+                f"{result.tests - result.failures - result.errors - result.skipped}/"
+                f"{result.tests} checks ({timings}, suite {result.suite_s:.0f}s, total "
+                f"{result.total_s:.0f}s, {result.accelerator}); report: {report}"
+            )
         if not result.passed:
             failed.append(target.role)
+    if args.format == "json":
+        print(json.dumps(documents, indent=2))
     if failed:
         raise ImagekitError(f"suite failed for: {', '.join(failed)}")
     return 0
@@ -571,31 +594,40 @@ def _publish(args: argparse.Namespace) -> int:
         publishing.find_publishable(config, role, args.build, args.force)
     if not args.dry_run:  # a dry run changes nothing, leftovers included
         _begin(config, cloud)
+    documents = []
     for role in roles:
         with cloud_errors(cloud, f"publishing '{role}'"):
             result = publishing.publish(
                 config, role, cloud, args.build, args.share, args.force, args.dry_run
             )
-        mib = result.size_bytes / 2**20
-        if result.uploaded:
-            rate = mib / result.upload_s if result.upload_s else 0
-            what = f"uploaded {result.name} as {result.image_id} ({mib:.0f} MiB in "
-            what += f"{result.upload_s:.1f}s, {rate:.0f} MiB/s, sha512 verified)"
-        elif result.image_id:
-            what = f"{result.name} already published as {result.image_id}: nothing uploaded"
-        else:
-            what = f"would upload {result.name} ({mib:.0f} MiB)"
-        print(f"{role}: {what}")
-        for member, status in result.members.items():
-            print(f"  member {member}: {status}")
-        plan = result.rotation
-        verb = "would " if args.dry_run else ""
-        print(
-            f"  rotation: {verb}keep {len(plan.keep)}, {verb}hide {len(plan.hide)}"
-            f"{' ' + ' '.join(plan.hide) if plan.hide else ''}, {verb}delete {len(plan.delete)}"
-            f"{' ' + ' '.join(plan.delete) if plan.delete else ''}"
-        )
+        documents.append({"cloud": cloud, "dry_run": args.dry_run, **dataclasses.asdict(result)})
+        if args.format == "table":
+            _print_publication(result, role, args.dry_run)
+    if args.format == "json":
+        print(json.dumps(documents, indent=2))
     return 0
+
+
+def _print_publication(result: publishing.PublishResult, role: str, dry_run: bool) -> None:
+    mib = result.size_bytes / 2**20
+    if result.uploaded:
+        rate = mib / result.upload_s if result.upload_s else 0
+        what = f"uploaded {result.name} as {result.image_id} ({mib:.0f} MiB in "
+        what += f"{result.upload_s:.1f}s, {rate:.0f} MiB/s, sha512 verified)"
+    elif result.image_id:
+        what = f"{result.name} already published as {result.image_id}: nothing uploaded"
+    else:
+        what = f"would upload {result.name} ({mib:.0f} MiB)"
+    print(f"{role}: {what}")
+    for member, status in result.members.items():
+        print(f"  member {member}: {status}")
+    plan = result.rotation
+    verb = "would " if dry_run else ""
+    print(
+        f"  rotation: {verb}keep {len(plan.keep)}, {verb}hide {len(plan.hide)}"
+        f"{' ' + ' '.join(plan.hide) if plan.hide else ''}, {verb}delete {len(plan.delete)}"
+        f"{' ' + ' '.join(plan.delete) if plan.delete else ''}"
+    )
 
 
 def _accept(args: argparse.Namespace) -> int:

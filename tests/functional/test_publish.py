@@ -1,6 +1,7 @@
 """`imagekit publish` against a real Keystone + Glance on 127.0.0.1 (the dev cloud)."""
 
 import hashlib
+import json
 import shutil
 import subprocess
 import sys
@@ -209,10 +210,18 @@ def test_an_untested_build_is_refused_unless_forced(
     assert refused.returncode == 2
     assert "no tested build of 'web'" in refused.stderr
     forced = subprocess.run(
-        [*cmd, "--cloud", "devcloud", "--force"], capture_output=True, text=True
+        [*cmd, "--cloud", "devcloud", "--force", "-f", "json"], capture_output=True, text=True
     )
     assert forced.returncode == 0, forced.stderr
     assert "warning: publishing untested build" in forced.stderr
     image_id = Manifest.read(copy).publications[-1].image_id
+    # For programs: one JSON document on stdout, what the manifest recorded.
+    (document,) = json.loads(forced.stdout)
+    assert document["image_id"] == image_id and document["uploaded"] is True
+    assert (document["role"], document["build_id"], document["cloud"]) == (
+        "web",
+        tested_web.name,
+        "devcloud",
+    )
     record = glance(devcloud.connect("devcloud")).get(f"/images/{image_id}").json()
     assert "no passing test recorded" in record["imagekit_warning"]

@@ -1,6 +1,7 @@
 """The OpenStack backend against a fake cloud at the HTTP boundary (no Nova runs here)."""
 
 import base64
+import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -241,6 +242,26 @@ def test_no_private_network_is_one_line(
     assert main(["--config", str(path), "test", "web", "--cloud", "fake"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "openstack.private_network missing" in err[0], err
+
+
+def test_test_prints_json_for_programs(
+    config: Config,
+    mocker: requests_mock.Mocker,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    FakeCloud(mocker, images=[{"id": "img-2", "name": f"golden-web-{BUILD_ID}"}])
+    monkeypatch.setattr(backend, "wait_until_ready", ready([]))
+    monkeypatch.setattr(
+        verify, "run_suite", lambda *a, **kw: SuiteResult(when="now", passed=True, tests=7)
+    )
+    argv = ["--config", str(config.source), "test", "web", "--cloud", "fake", "-f", "json"]
+    assert main(argv) == 0
+    (document,) = json.loads(capsys.readouterr().out)
+    assert (document["role"], document["build_id"], document["passed"]) == ("web", BUILD_ID, True)
+    assert document["tests"] == 7 and document["backend"] == "OpenStackInstance"
+    recorded = Manifest.read(config.output_dir / "web" / BUILD_ID).tests[-1]
+    assert recorded.backend == document["backend"] and recorded.tests == document["tests"]
 
 
 @pytest.mark.parametrize(
