@@ -127,12 +127,12 @@ def test_resume_after_a_failed_stage(config: Config) -> None:
 def test_a_role_failing_its_suite_is_not_published(
     config: Config, make_config: Callable[..., Path], devcloud: DevCloud
 ) -> None:
-    """dns's suite fails (a required package is missing). web passed its own (its record
-    is kept: the pipeline resumes it at the site test), but the site cannot be tested
-    without a tested dns build (there is none in this output directory), so web is not
-    published either: only a passing site test publishes."""
-    path = make_config("roles:\n  dns:\n    packages: [no-such-package-in-image]\n")
-    for role in ("web", "dns"):
+    """dns's suite fails: its build recorded a package that the image lacks (the suite
+    checks what the build recorded). web passed its own (its record is kept: the pipeline
+    resumes it at the site test), but the site cannot be tested without a tested dns build,
+    so web is not published either: only a passing site test publishes."""
+    path = make_config()
+    for role in ROLES:  # lb and db: tested builds the site could use
         newest = Store(config.output_dir).newest(role)
         assert newest is not None
         copy = path.parent / "images" / role / newest.id
@@ -141,10 +141,11 @@ def test_a_role_failing_its_suite_is_not_published(
         manifest.site_tests, manifest.publications = [], []
         if role == "dns":
             manifest.tests = []
+            manifest.requested_packages = [*manifest.requested_packages, "no-such-package"]
         manifest.write(copy)
     result = pipeline(path, "web", "dns", "--cloud", "devcloud", timeout=1200)
     assert result.returncode == 1
-    assert "pipeline failed for: dns" in result.stderr
+    assert "pipeline failed for: web, dns" in result.stderr
     output_dir = path.parent / "images"
     roles = {
         r["role"]: {s["name"]: s["result"] for s in r["stages"]}
