@@ -174,7 +174,10 @@ def build(
                 "CHECKPOINT_DISABLE": "1",  # no update check to the vendor's servers
             }
             run_logged(
-                ["packer", "build", "-only=qemu.role", f"-var-file={var_file}", str(PACKER_DIR)],
+                [
+                    *("packer", "build", "-color=false", "-only=qemu.role"),
+                    *(f"-var-file={var_file}", str(PACKER_DIR)),
+                ],
                 env,
                 log,
                 lambda line: _show(line, progress),
@@ -275,7 +278,7 @@ def build_on_cloud(config: Config, role: str, cloud: str, progress: Progress | N
                 var_file.write_text(json.dumps(variables, indent=2))
                 run_logged(
                     [
-                        *("packer", "build", "-only=openstack.role"),
+                        *("packer", "build", "-color=false", "-only=openstack.role"),
                         *(f"-var-file={var_file}", str(PACKER_DIR)),
                     ],
                     env,
