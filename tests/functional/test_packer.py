@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 
-from imagekit import verify
 from imagekit.builders import packer
 from imagekit.config import Config, OpenStackSettings
 from imagekit.devcloud import DevCloud
@@ -14,7 +13,9 @@ from imagekit.manifest import Manifest
 from tests.functional.imagefs import apt_source_uris, mounted_root
 
 
-def test_web_built_with_packer_passes_the_web_suite(config: Config, tmp_path: Path) -> None:
+def test_web_built_with_packer_in_a_local_vm(config: Config, tmp_path: Path) -> None:
+    """The image, as built and before any boot (the same provision.sh makes the image
+    that passes the web suite on a cloud: test_devcloud_compute)."""
     build_dir = packer.build(config, "web")
     manifest = Manifest.read(build_dir)
     assert manifest.status == "built" and manifest.builder == "packer"
@@ -34,10 +35,6 @@ def test_web_built_with_packer_passes_the_web_suite(config: Config, tmp_path: Pa
             config.mirrors.image_main,
             config.mirrors.image_security,
         }
-
-    target = verify.Target("web", build_dir / "web.qcow2", build_dir)
-    result = verify.test_image(config, target, verify.qemu_instances(config, "ft"))
-    assert result.passed, f"see {build_dir / 'test-report.xml'}"
 
 
 def test_openstack_source_validates_against_the_dev_cloud(
