@@ -102,22 +102,24 @@ def test_rotation_keeps_the_newest_and_hides_the_rest(
 ) -> None:
     """Four published builds of the role, keep 2: the two oldest are hidden."""
     cfg = with_publish(config, name_format="rot-{role}-{build_id}", keep=2)
-    for n in range(3):  # three more builds of the same image, made by copying the build
-        copy = tested_web.parent / f"{tested_web.name}-copy{n}"
+    # Three more builds of the same image, made by copying the build; named as a second
+    # build in the same second would be (a build id, never a path).
+    copies = [tested_web.parent / f"{tested_web.name}-{n}" for n in (1, 2, 3)]
+    for copy in copies:
         shutil.copytree(tested_web, copy, dirs_exist_ok=True)
         manifest = Manifest.read(copy)
         manifest.build_id = copy.name
         manifest.write(copy)
-    for build_id in sorted(p.name for p in tested_web.parent.glob(f"{tested_web.name}*")):
-        assert publish(cfg, "web", "devcloud", build_id=build_id).image_id
+    for build in [tested_web, *copies]:
+        assert publish(cfg, "web", "devcloud", build_id=build.name).image_id
     # Every image of the role in the project counts, whoever published it: the newest two
     # (by build id) stay visible, all older ones are hidden (none is old enough to delete).
     images = rotation.role_images(devcloud.connect("devcloud"), "web")
     assert len(images) >= 4
     assert [i.is_hidden for i in images[:2]] == [False, False]
     assert all(i.is_hidden for i in images[2:])
-    for n in range(3):
-        shutil.rmtree(tested_web.parent / f"{tested_web.name}-copy{n}")
+    for copy in copies:
+        shutil.rmtree(copy)
 
 
 def test_interrupted_upload_leaves_no_image(
