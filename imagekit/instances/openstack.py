@@ -163,8 +163,7 @@ def _delete_server(compute: Any, server: Any) -> None:
 
 def _fixed_address(server: Any, network: str) -> str:
     """The server's IPv4 address on its first network (named as in the config)."""
-    for name, addresses in (server.addresses or {}).items():
-        for address in addresses if name == network else []:
-            if address.get("version") == 4:
-                return str(address["addr"])
+    for address in (server.addresses or {}).get(network, []):
+        if address.get("version") == 4:
+            return str(address["addr"])
     raise RuntimeError(f"server {server.id} has no IPv4 address")
