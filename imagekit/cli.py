@@ -775,7 +775,13 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signum, handler)
     debug = False
     try:
-        args = _parser().parse_args(argv)
+        try:
+            args = _parser().parse_args(argv)
+        except SystemExit:
+            # argparse and shtab print, then exit: flush here, where a reader that went away
+            # is still ours to handle.
+            sys.stdout.flush()
+            raise
         debug = args.debug
         handlers = {
             "build": _build,
@@ -791,7 +797,9 @@ def main(argv: list[str] | None = None) -> int:
             "doctor": _doctor,
             "site": _site,
         }
-        return handlers[args.command](args)
+        status = handlers[args.command](args)
+        sys.stdout.flush()
+        return status
     except ImagekitError as err:
         if debug:
             traceback.print_exc()
