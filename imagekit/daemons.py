@@ -5,16 +5,11 @@ also stops what it forked; the pid file holds the start time too, which tells
 our process from an unrelated one that reused the pid.
 """
 
-import contextlib
-import os
-import signal
 import socket
-import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from imagekit.errors import ImagekitError
+from imagekit.processes import spawn, stop_groups
 
 STOP_TIMEOUT = 15.0
 
@@ -37,19 +32,9 @@ class Daemon:
     def start(self, env: dict[str, str], cwd: Path) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        try:
-            with self.log.open("a") as out:
-                process = subprocess.Popen(
-                    self.command,
-                    stdin=subprocess.DEVNULL,
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    env=env,
-                    cwd=cwd,
-                    start_new_session=True,  # its own process group, stopped as one
-                )
-        except OSError as error:
-            raise ImagekitError(f"dev cloud: cannot start {self.name}: {error}") from None
+        # Not dying with us: the dev cloud outlives `imagekit devcloud up`.
+        with self.log.open("a") as out:
+            process = spawn(self.command, stdout=out, env=env, cwd=cwd)
         # The start time beside the pid: how pid() knows the process is still ours.
         self.pid_file.write_text(f"{process.pid} {_start_time(process.pid)}")
 
@@ -64,42 +49,8 @@ class Daemon:
     def stop(self, timeout: float = STOP_TIMEOUT) -> None:
         pid = self.pid()
         if pid is not None:
-            stop_groups([pid], timeout)
+            stop_groups([pid], grace=timeout)
         self.pid_file.unlink(missing_ok=True)
-
-
-def stop_groups(pgids: list[int], timeout: float = STOP_TIMEOUT) -> None:
-    """SIGTERM these process groups, SIGKILL after timeout; error if they still live."""
-    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
-        for pgid in pgids:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pgid, sig)
-        if wait_gone(pgids, wait):
-            return
-    raise ImagekitError(f"dev cloud: process groups {pgids} do not stop")
-
-
-def wait_gone(pgids: list[int], timeout: float) -> bool:
-    """Wait until these process groups have no live (non-zombie) thread left."""
-    deadline = time.monotonic() + timeout
-    while True:
-        for pid in pgids:  # our own children would linger as zombies
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(pid, os.WNOHANG)
-        live = set()
-        # Threads too: a leader shows as zombie while its threads (and sockets) live on.
-        for process in filter(str.isdigit, os.listdir("/proc")):
-            with contextlib.suppress(OSError):  # processes come and go while we look
-                for task in os.listdir(f"/proc/{process}/task"):
-                    stat = Path(f"/proc/{process}/task/{task}/stat").read_text()
-                    state, _, pgid = stat.rsplit(")", 1)[1].split()[:3]
-                    if state != "Z":
-                        live.add(int(pgid))
-        if not live.intersection(pgids):
-            return True
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.1)
 
 
 def _start_time(pid: int) -> str | None:

@@ -14,7 +14,6 @@ whole site from this run's tested builds (and the newest tested build of any
 other role); only builds that took part in a passing site test are published.
 """
 
-import contextlib
 import json
 import os
 import signal
@@ -26,6 +25,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from imagekit import processes
 from imagekit.config import Config
 from imagekit.locking import Lock
 from imagekit.store import Store
@@ -59,12 +59,6 @@ class RoleRun:
         """Every stage before this one passed (or was done in an earlier run)."""
         before = self.stages[: self.stages.index(stage)]
         return all(s.result in ("passed", "skipped") for s in before)
-
-
-# A stage stops itself in order if the pipeline dies (kill -9 included): the kernel
-# sends it SIGTERM. setpriv, because preexec_fn is unsafe with threads; the thread
-# that starts a stage waits for it, so outlives it.
-DIE_WITH_PIPELINE = ["setpriv", "--pdeathsig", "TERM", "--"]
 
 
 def default_test_jobs() -> int:
@@ -243,17 +237,18 @@ class Pipeline:
 
     def _imagekit(self, args: list[str], log: Path) -> int:
         with log.open("w") as out:
-            child = subprocess.Popen(
-                [*DIE_WITH_PIPELINE, sys.executable, "-m", "imagekit", *args],
+            # Our Ctrl-C is forwarded as SIGTERM, once; if the pipeline dies (kill -9
+            # too) the kernel sends it, as this thread waits for the stage.
+            child = processes.spawn(
+                [sys.executable, "-m", "imagekit", *args],
                 stdout=out,
-                stderr=subprocess.STDOUT,
                 text=True,
-                start_new_session=True,  # our Ctrl-C is forwarded as SIGTERM, once
+                die_with_us=signal.SIGTERM,
             )
             with self.lock:
                 self.children.add(child)
                 if self.stopping.is_set():  # started just as we were told to stop
-                    _terminate(child)
+                    processes.signal_group(child.pid, signal.SIGTERM)
             try:
                 child.wait()
             finally:
@@ -266,7 +261,7 @@ class Pipeline:
         with self.lock:
             children = list(self.children)
         for child in children:
-            _terminate(child)
+            processes.signal_group(child.pid, signal.SIGTERM)
         self._say("stopping: running stages clean up and exit")
 
     def _say(self, line: str) -> None:
@@ -281,11 +276,6 @@ class Pipeline:
         }
         path = self.config.output_dir / "pipeline" / f"{self.run_id}.json"
         path.write_text(json.dumps(data, indent=2) + "\n")
-
-
-def _terminate(child: subprocess.Popen[str]) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(child.pid, signal.SIGTERM)
 
 
 def dry_run(pipeline: Pipeline) -> str:

@@ -17,7 +17,6 @@ stops and removes what dead runs left, and marks builds they left in
 
 import atexit
 import contextlib
-import ctypes
 import json
 import os
 import shutil
@@ -37,9 +36,6 @@ OWNER_LOCK = "owner.lock"
 CLOUDS = "clouds.json"
 # How long a leftover child gets to stop after SIGTERM before SIGKILL.
 STOP_WAIT_S = 30
-PR_SET_PDEATHSIG = 1
-# Loaded here, not in the forked child, where loading a library is not safe.
-_LIBC = ctypes.CDLL(None, use_errno=True)
 
 
 @dataclass
@@ -102,18 +98,6 @@ def end() -> None:
     if _current is not None:
         _current.end()
         _current = None
-
-
-def die_with_parent(signum: signal.Signals) -> Callable[[], None]:
-    """A preexec_fn: the child gets signum when we die, however we die (Linux)."""
-    parent = os.getpid()
-
-    def preexec() -> None:
-        _LIBC.prctl(PR_SET_PDEATHSIG, int(signum), 0, 0, 0)
-        if os.getppid() != parent:  # we died before prctl took effect
-            os._exit(1)
-
-    return preexec
 
 
 def is_alive(cache_dir: Path, run: str) -> bool:

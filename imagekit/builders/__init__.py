@@ -6,6 +6,7 @@ directory and id, the manifest, the log, and what a failure or Ctrl-C leaves
 tool in its own session with its output in the log and on the progress line.
 """
 
+import contextlib
 import os
 import shutil
 import signal
@@ -15,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
-from imagekit import runs
+from imagekit import processes, runs
 from imagekit.cleanup import sweep
 from imagekit.config import Config
 from imagekit.errors import ImagekitError, Interrupted
@@ -124,14 +125,8 @@ def run_logged(
     with log.open("ab") as out:
         out.write(f"$ {' '.join(cmd)}\n".encode())
         out.flush()
-        proc = subprocess.Popen(
-            cmd,
-            env=env,
-            cwd=cwd,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            preexec_fn=runs.die_with_parent(stop_signal),
+        proc = processes.spawn(
+            cmd, stdout=subprocess.PIPE, env=env, cwd=cwd, die_with_us=stop_signal
         )
         run = runs.current() if owned else None
         if run is not None and owned is not None:
@@ -152,23 +147,19 @@ def run_logged(
         raise ImagekitError(f"{Path(cmd[0]).name} exited with status {returncode}")
 
 
-def _stop(proc: subprocess.Popen[bytes], out: BinaryIO, stop_signal: signal.Signals) -> None:
+def _stop(proc: "subprocess.Popen[bytes]", out: BinaryIO, stop_signal: signal.Signals) -> None:
     out.write(f"imagekit: stopping the build ({stop_signal.name})\n".encode())
-    try:
-        os.killpg(proc.pid, stop_signal)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + STOP_GRACE_S
     assert proc.stdout is not None
-    os.set_blocking(proc.stdout.fileno(), False)
-    while proc.poll() is None and time.monotonic() < deadline:
-        chunk = proc.stdout.read()
-        if chunk:
+    stdout = proc.stdout
+    os.set_blocking(stdout.fileno(), False)
+
+    def keep_logging() -> None:
+        # What the tool says while it cleans up belongs in the log.
+        if chunk := stdout.read():
             out.write(chunk)
-        time.sleep(0.2)
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+
+    with contextlib.suppress(ImagekitError):  # it would not stop: SIGKILL was all we had
+        processes.stop_groups([proc.pid], stop_signal, STOP_GRACE_S, keep_logging)
 
 
 def recover_builds(config: Config) -> list[str]:

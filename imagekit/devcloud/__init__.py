@@ -28,12 +28,13 @@ from openstack.connection import Connection
 from openstack.exceptions import SDKException
 
 from imagekit.clouds import keystone
-from imagekit.daemons import Daemon, port_is_free, stop_groups, uwsgi_command
+from imagekit.daemons import Daemon, port_is_free, uwsgi_command
 from imagekit.devcloud.compute import COMPUTE_PINS, ComputeCloud
 from imagekit.errors import ImagekitError, UserError, one_line
 from imagekit.files import remove_path, write_private
 from imagekit.host import free_ports
 from imagekit.locking import Lock
+from imagekit.processes import stop_groups
 from imagekit.roles import CHECKOUT
 
 DEFAULT_STATE_DIR = CHECKOUT / "build" / "devcloud"
@@ -333,7 +334,7 @@ class DevCloud:
     def _down(self) -> None:
         self.compute.down()
         pids = [pid for pid in map(self._pid, APPS) if pid is not None]
-        stop_groups(pids, STOP_TIMEOUT)
+        stop_groups(pids, grace=STOP_TIMEOUT)
         for name in APPS:
             self.daemon(name).pid_file.unlink(missing_ok=True)
 

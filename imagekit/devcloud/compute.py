@@ -33,11 +33,12 @@ from typing import TYPE_CHECKING, Any
 from keystoneauth1.exceptions import ClientException
 from openstack.exceptions import SDKException
 
-from imagekit.daemons import Daemon, port_is_free, stop_groups, uwsgi_command
+from imagekit.daemons import Daemon, port_is_free, uwsgi_command
 from imagekit.errors import ImagekitError, UserError, one_line
 from imagekit.files import remove_path, write_private
 from imagekit.host import free_ports, install_packages, kvm_usable
 from imagekit.mirrors import host_debian_mirrors
+from imagekit.processes import stop_groups
 
 if TYPE_CHECKING:
     from imagekit.devcloud import DevCloud

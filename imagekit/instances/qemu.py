@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from imagekit import runs
+from imagekit import processes, runs
 from imagekit.host import free_ports, kvm_usable
 from imagekit.instances import SshAddress
 from imagekit.instances.access import make_key_pair, wait_until_ready
@@ -117,13 +117,11 @@ class QemuInstance:
         if self.netns:
             command = ["ip", "netns", "exec", self.netns, *command]
         with (self.workdir / "qemu.err").open("wb") as errors:
-            self._proc = subprocess.Popen(
+            self._proc = processes.spawn(
                 command,
-                stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=errors,
-                start_new_session=True,  # Ctrl-C reaches us, and we stop it
-                preexec_fn=runs.die_with_parent(signal.SIGTERM) if self.stop_with_us else None,
+                die_with_us=signal.SIGTERM if self.stop_with_us else None,
             )
         run = runs.current()
         if run is not None and self.stop_with_us:
@@ -181,13 +179,8 @@ class QemuInstance:
 
     def stop(self) -> None:
         proc, self._proc = self._proc, None
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        if proc is not None:
+            processes.stop_groups([proc.pid])
         shutil.rmtree(self.workdir, ignore_errors=True)
         if proc is not None and (run := runs.current()) is not None:
             run.forget_process(proc.pid)

@@ -5,10 +5,6 @@ The boundary faked is the child `imagekit` command: the fake records the argumen
 each stage gets and writes into the manifests what the real command records.
 """
 
-import os
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -17,7 +13,7 @@ import pytest
 
 from imagekit.config import Config, load_config
 from imagekit.manifest import Manifest, Publication, SiteTestRecord, SuiteResult
-from imagekit.pipeline import DIE_WITH_PIPELINE, Pipeline, resume_point
+from imagekit.pipeline import Pipeline, resume_point
 from imagekit.site.model import DEFAULT_SITE
 from tests.unit.manifests import make_manifest
 
@@ -132,34 +128,3 @@ def test_a_failing_site_test_publishes_nothing_and_a_rerun_resumes_at_the_site(
     assert not [a for a in fake.calls if a[2] == "publish"]
     # Tested but not site-tested: the next run starts at the site test, same build.
     assert resume_point(pipeline.config, "web", "c") == ("20261125T000000Z", 2)
-
-
-def test_a_stage_stops_when_the_pipeline_is_killed(tmp_path: Path) -> None:
-    """kill -9 of the pipeline: its stage child (here a sleep) gets SIGTERM from the kernel."""
-    pid_file = tmp_path / "child.pid"
-    parent = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import subprocess, sys, pathlib\n"
-            f"child = subprocess.Popen({[*DIE_WITH_PIPELINE, 'sleep', '60']!r})\n"
-            f"pathlib.Path({str(pid_file)!r}).write_text(str(child.pid))\n"
-            "child.wait()\n",
-        ]
-    )
-    for _ in range(100):
-        if pid_file.exists() and pid_file.read_text():
-            break
-        time.sleep(0.05)
-    child = int(pid_file.read_text())
-    time.sleep(0.3)  # setpriv has exec'd sleep
-    parent.kill()
-    parent.wait()
-    for _ in range(50):
-        state = Path(f"/proc/{child}/stat")
-        if not state.exists() or state.read_text().split()[2] == "Z":
-            break
-        time.sleep(0.1)
-    else:
-        os.kill(child, signal.SIGKILL)
-        raise AssertionError("the stage outlived the pipeline")

@@ -122,30 +122,6 @@ def test_a_normal_exit_leaves_no_record(tmp_path: Path) -> None:
     assert list((tmp_path / "runs").iterdir()) == []
 
 
-def test_children_die_with_their_parent(tmp_path: Path) -> None:
-    """kill -9 of imagekit: the kernel stops the child made with die_with_parent."""
-    parent = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import signal, subprocess, sys, time; from imagekit import runs\n"
-            "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'],"
-            " preexec_fn=runs.die_with_parent(signal.SIGTERM))\n"
-            "print(child.pid, flush=True); time.sleep(120)",
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert parent.stdout is not None
-    child = int(parent.stdout.readline())
-    parent.kill()
-    parent.wait()
-    deadline = time.monotonic() + 10
-    while not dead_or_zombie(child) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert dead_or_zombie(child)
-
-
 def dead_or_zombie(pid: int) -> bool:
     """Gone, or a zombie waiting for init (its new parent) to reap it."""
     try:
