@@ -18,7 +18,7 @@ import openstack.config
 import shtab
 from openstack.connection import Connection
 
-from imagekit import doctor, host, pipeline, runs, verify
+from imagekit import changes, doctor, host, pipeline, runs, verify
 from imagekit.builders import dib, packer, recover_builds
 from imagekit.clouds import cloud_errors, connect, delete_run_leftovers
 from imagekit.config import DEFAULT_CONFIG, Config, load_config
@@ -29,7 +29,7 @@ from imagekit.instances import SshAddress
 from imagekit.manifest import check_qcow2
 from imagekit.publishing import publish as publishing
 from imagekit.publishing import rotation, sharing
-from imagekit.roles import ROLES, ROLES_HELP, resolve_roles
+from imagekit.roles import ROLES, ROLES_HELP, get_role, resolve_roles
 from imagekit.site import run as site_run
 from imagekit.site.model import DEFAULT_SITE, load_site
 from imagekit.store import Build, Store, describe
@@ -343,6 +343,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     listing.add_argument("roles", nargs="*", metavar="ROLE", help=f"{ROLES_HELP} (default)")
     _format_option(listing)
+
+    diff = commands.add_parser(
+        "diff",
+        help="what changed between two builds of a role: packages (security marked), size",
+        description="Packages added, removed and upgraded (old -> new, security updates "
+        "marked) between two builds of ROLE, and the image's size change, as their manifests "
+        "record them. Default: the two newest finished builds; OLD alone: OLD vs the newest.",
+    )
+    diff.add_argument("role", metavar="ROLE", help=ROLES_HELP)
+    diff.add_argument("old", nargs="?", metavar="OLD", help="a build id")
+    diff.add_argument("new", nargs="?", metavar="NEW", help="a build id")
+    _format_option(diff)
 
     check = commands.add_parser(
         "doctor",
@@ -682,6 +694,34 @@ def _builds(args: argparse.Namespace) -> int:
     return 0
 
 
+def _diff(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    role = get_role(args.role).name
+    store = Store(config.output_dir)
+    finished = [build for build, m in store.readable(role) if m.status == "built"]
+    if args.new:
+        new = store.get(role, args.new, "NEW ")
+    elif finished:
+        new = finished[-1]
+    else:
+        raise UserError(f"no finished build of '{role}' to compare")
+    if args.old:
+        old = store.get(role, args.old, "OLD ")
+    else:
+        older = [build for build in finished if build.id < new.id]
+        if not older:
+            raise UserError(f"no build of '{role}' older than {new.id} to compare it with")
+        old = older[-1]
+    if old.id == new.id:
+        raise UserError(f"OLD and NEW are the same build ({new.id}) of '{role}'")
+    found = changes.compare(old.manifest(), new.manifest())
+    if args.format == "json":
+        print(json.dumps({**dataclasses.asdict(found), "summary": found.summary()}, indent=2))
+    else:
+        print(changes.table(found))
+    return 0
+
+
 def _cleanup(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     runs.start(config.cache_dir)
@@ -793,6 +833,7 @@ def main(argv: list[str] | None = None) -> int:
             "pipeline": _pipeline,
             "devcloud": _devcloud,
             "builds": _builds,
+            "diff": _diff,
             "cleanup": _cleanup,
             "doctor": _doctor,
             "site": _site,

@@ -40,6 +40,15 @@ class Package(BaseModel):
     name: str
     version: str
     arch: str
+    # The source package it was built from, and the archive suite its version came
+    # from (bookworm, bookworm-security, ...; "" when no index of the build had it).
+    source: str = ""
+    source_version: str = ""
+    suite: str = ""
+
+    @property
+    def security(self) -> bool:
+        return self.suite.endswith("-security")
 
 
 class SuiteResult(BaseModel):
@@ -118,6 +127,7 @@ class Manifest(BaseModel):
     run_id: str | None = None  # the imagekit run that built it (see imagekit.runs)
     error: str | None = None
     image: ImageFile | None = None
+    sbom_sha256: str | None = None  # of sbom.cdx.json beside the image
     packages: list[Package] = []
     tests: list[SuiteResult] = []
     site_tests: list[SiteTestRecord] = []
@@ -224,13 +234,12 @@ def describe_image(path: Path) -> ImageFile:
     )
 
 
-def read_dpkg_manifest(path: Path) -> list[Package]:
-    """DIB's dpkg manifest, keeping only installed packages (not removed ones)."""
-    data = json.loads(path.read_text())
+def read_package_list(path: Path) -> list[Package]:
+    """What imagekit-base's `imagekit-package-list` wrote (tab-separated), DIB or Packer."""
+    fields = ("name", "version", "arch", "source", "source_version", "suite")
     return [
-        Package(name=p["package"], version=p["version"], arch=p["arch"])
-        for p in data["packages"]
-        if p.get("status", "").startswith("ii")
+        Package(**dict(zip(fields, line.split("\t"), strict=True)))
+        for line in path.read_text().splitlines()
     ]
 
 

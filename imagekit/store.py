@@ -32,6 +32,10 @@ class Build:
         return self.dir / f"{self.role}.qcow2.sha256"
 
     @property
+    def sbom(self) -> Path:
+        return self.dir / "sbom.cdx.json"
+
+    @property
     def log(self) -> Path:
         return self.dir / "build.log"
 

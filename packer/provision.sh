@@ -44,8 +44,8 @@ home=$(getent passwd "$DIB_IMAGEKIT_ADMIN_USER" | cut -d: -f6)
 sed -i '/imagekit-packer-build/d' "$home/.ssh/authorized_keys"
 rm -f "$home/.bash_history"
 
-dpkg-query -W -f='${db:Status-Abbrev}\t${Package}\t${Version}\t${Architecture}\n' \
-    | awk -F'\t' '$1 ~ /^ii/ {print $2 "\t" $3 "\t" $4}' > /tmp/imagekit-packages.tsv
+# What DIB builds record in finalise.d/85, before the apt lists go.
+"$base/bin/imagekit-package-list" > /tmp/imagekit-packages.tsv
 
 rm -f "$proxy_conf"
 "$base/finalise.d/90-imagekit-apt-sources"

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
-from imagekit import processes, runs
+from imagekit import processes, runs, sbom
 from imagekit.cleanup import sweep
 from imagekit.config import Config
 from imagekit.errors import ImagekitError, Interrupted
@@ -80,6 +80,7 @@ def run_build(
             manifest.packages = produce(build_dir, log, progress)
             progress.update("writing manifest")
             manifest.image = describe_image(image)
+            manifest.sbom_sha256 = sbom.write(build, manifest)
             build.checksum_file.write_text(f"{manifest.image.sha256}  {image.name}\n")
             manifest.status = "built"
         except BaseException as err:
@@ -99,7 +100,7 @@ def run_build(
 
 def _finish(current: Manifest, built: Manifest) -> None:
     """The build's outcome onto the manifest as it is now on disk."""
-    for name in ("status", "error", "image", "packages", "finished", "duration_s"):
+    for name in ("status", "error", "image", "sbom_sha256", "packages", "finished", "duration_s"):
         setattr(current, name, getattr(built, name))
 
 

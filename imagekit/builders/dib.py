@@ -14,7 +14,7 @@ from imagekit.builders import run_build, run_logged
 from imagekit.cleanup import sweep
 from imagekit.config import Config
 from imagekit.locking import Lock
-from imagekit.manifest import Package, read_dpkg_manifest
+from imagekit.manifest import Package, read_package_list
 from imagekit.progress import Progress
 from imagekit.roles import DISTRO_ELEMENTS, ELEMENTS_DIR, role_element
 
@@ -117,8 +117,8 @@ def build(config: Config, role: str, progress: Progress | None = None) -> Path:
             for action in sweep(tmp_dir):
                 progress.update("cleanup", action)
             shutil.rmtree(tmp_dir, ignore_errors=True)
-        return read_dpkg_manifest(
-            build_dir / f"{role}.d" / "dib-manifests" / f"dib-manifest-dpkg-{role}"
+        return read_package_list(
+            build_dir / f"{role}.d" / "dib-manifests" / "imagekit-packages.tsv"
         )
 
     builder = ("diskimage-builder", version("diskimage-builder"))

@@ -28,7 +28,7 @@ from imagekit.errors import ImagekitError, UserError
 from imagekit.host import Requirement, kvm_usable
 from imagekit.instances.access import make_key_pair
 from imagekit.instances.socks import socks_for_proxy_command
-from imagekit.manifest import Manifest, Package
+from imagekit.manifest import Manifest, Package, read_package_list
 from imagekit.progress import Progress
 from imagekit.publishing.attributes import image_attributes, image_name
 from imagekit.publishing.publish import existing_image
@@ -187,7 +187,7 @@ def build(
                 cwd=work,  # packer_cache/ and crash logs stay out of the checkout
             )
             shutil.move(work / "output" / f"{role}.qcow2", Build(role, build_dir).image)
-            return _read_packages(work / "packages.tsv")
+            return read_package_list(work / "packages.tsv")
         finally:
             shutil.rmtree(work, ignore_errors=True)
 
@@ -300,7 +300,7 @@ def build_on_cloud(config: Config, role: str, cloud: str, progress: Progress | N
                 check=True,
                 capture_output=True,
             )
-            return _read_packages(work / "packages.tsv")
+            return read_package_list(work / "packages.tsv")
         finally:
             with contextlib.suppress(*CLOUD_ERRORS):
                 for image in glance(conn).images(name=snapshot, owner=conn.current_project_id):
@@ -319,10 +319,3 @@ def _download(conn: Connection, name: str, path: Path) -> None:
     with path.open("wb") as out:
         for chunk in response.iter_content(CHUNK):
             out.write(chunk)
-
-
-def _read_packages(path: Path) -> list[Package]:
-    return [
-        Package(name=name, version=version, arch=arch)
-        for name, version, arch in (line.split("\t") for line in path.read_text().splitlines())
-    ]

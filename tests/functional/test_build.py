@@ -8,6 +8,8 @@ from pathlib import Path
 
 import jsonschema
 import pytest
+from cyclonedx.schema import SchemaVersion
+from cyclonedx.validation.json import JsonStrictValidator
 
 from imagekit.config import Config
 from imagekit.manifest import MANIFEST, Manifest, json_schema
@@ -60,6 +62,26 @@ def test_manifest_matches_the_image(web_build: Path, config: Config, tmp_path: P
     assert manifest.builder_version
     assert manifest.elements == ["debian-minimal", "vm", "imagekit-web"]
     assert (web_build / "build.log").stat().st_size > 0
+
+
+def test_the_sbom_lists_what_the_image_carries(web_build: Path) -> None:
+    """sbom.cdx.json: valid CycloneDX, every installed package with its source and suite,
+    the image's sha256; the manifest knows which packages are security updates."""
+    manifest = Manifest.read(web_build)
+    text = (web_build / "sbom.cdx.json").read_text()
+    assert JsonStrictValidator(SchemaVersion.V1_6).validate_str(text) is None
+    assert manifest.sbom_sha256 == hashlib.sha256(text.encode()).hexdigest()
+    sbom = json.loads(text)
+    assert manifest.image is not None
+    assert sbom["metadata"]["component"]["hashes"][0]["content"] == manifest.image.sha256
+    listed = {c["name"]: c for c in sbom["components"]}
+    assert set(listed) == {p.name for p in manifest.packages}
+    nginx = next(p for p in manifest.packages if p.name == "nginx-light")
+    assert nginx.source == "nginx" and nginx.suite.startswith(manifest.release)
+    assert listed["nginx-light"]["purl"].startswith(f"pkg:deb/debian/nginx-light@{nginx.version}")
+    # Every package's version came from an index of the build's mirrors.
+    assert [p.name for p in manifest.packages if not p.suite] == []
+    print(f"security updates in the image: {[p.name for p in manifest.packages if p.security]}")
 
 
 @pytest.mark.parametrize("role", ROLES)

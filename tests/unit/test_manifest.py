@@ -1,6 +1,7 @@
 import json
 import multiprocessing
 import os
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,8 +18,9 @@ from imagekit.manifest import (
     SuiteResult,
     json_schema,
     new_build_id,
-    read_dpkg_manifest,
+    read_package_list,
 )
+from imagekit.roles import ELEMENTS_DIR
 from tests.unit.manifests import make_manifest
 
 
@@ -38,24 +40,33 @@ def test_build_ids_sort_and_never_collide(tmp_path: Path) -> None:
     assert second != first and second >= first
 
 
-def test_dpkg_manifest_keeps_installed_packages_only(tmp_path: Path) -> None:
-    path = tmp_path / "dpkg"
-    path.write_text(
-        json.dumps(
-            {
-                "packages": [
-                    {"package": "nginx-light", "arch": "amd64", "version": "1.22", "status": "ii "},
-                    {
-                        "package": "linux-image-amd64",
-                        "arch": "amd64",
-                        "version": "6.1",
-                        "status": "rc ",
-                    },
-                ]
-            }
-        )
+def test_the_package_list_reads_what_the_element_script_writes(tmp_path: Path) -> None:
+    """imagekit-base's imagekit-package-list, run on this (Debian) host, read back."""
+    script = ELEMENTS_DIR / "imagekit-base" / "bin" / "imagekit-package-list"
+    path = tmp_path / "packages.tsv"
+    path.write_text(subprocess.run([script], capture_output=True, text=True, check=True).stdout)
+    packages = {p.name: p for p in read_package_list(path)}
+    assert packages["dpkg"].source == "dpkg" and packages["dpkg"].arch == "amd64"
+    assert packages["libssl3"].source == "openssl"
+    assert (
+        packages["dpkg"].version
+        == subprocess.run(
+            ["dpkg-query", "-W", "-f=${Version}", "dpkg"], capture_output=True, text=True
+        ).stdout
     )
-    assert [p.name for p in read_dpkg_manifest(path)] == ["nginx-light"]
+    assert sum(1 for p in packages.values() if p.suite.startswith("bookworm")) > len(packages) / 2
+
+
+def test_security_updates_are_told_by_their_suite(tmp_path: Path) -> None:
+    path = tmp_path / "packages.tsv"
+    path.write_text(
+        "libssl3\t3.0.17-1~deb12u2\tamd64\topenssl\t3.0.17-1~deb12u2\tbookworm-security\n"
+        "bash\t5.2.15-2+b8\tamd64\tbash\t5.2.15-2\tbookworm\n"
+        "local-thing\t1.0\tall\tlocal-thing\t1.0\t\n"
+    )
+    libssl3, bash, local = read_package_list(path)
+    assert libssl3.security and not bash.security and not local.security
+    assert (bash.source, bash.source_version, local.suite) == ("bash", "5.2.15-2", "")
 
 
 def _append_tests(build_dir: Path, count: int) -> None:
