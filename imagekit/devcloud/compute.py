@@ -328,6 +328,9 @@ class ComputeCloud:
         for namespace in _namespaces():
             if namespace.startswith(NEUTRON_NAMESPACES) or namespace == PUBLIC_NS:
                 _delete_namespace(namespace)
+        # The kernel destroys a deleted namespace (and the veth ends in it) later, on
+        # its own time: delete our end of the public veth now, which takes both.
+        subprocess.run(["ip", "link", "delete", VETH_BRIDGE], capture_output=True, check=False)
         self._daemon("libvirtd").stop()
         self._daemon("virtlogd").stop()
         self._delete_bridges()
