@@ -41,7 +41,8 @@ def test_build_ids_sort_and_never_collide(tmp_path: Path) -> None:
 
 
 def test_the_package_list_reads_what_the_element_script_writes(tmp_path: Path) -> None:
-    """imagekit-base's imagekit-package-list, run on this (Debian) host, read back."""
+    """imagekit-base's imagekit-package-list, run on this (Debian) host, read back (the
+    suites depend on the host's apt lists: the functional build test checks those)."""
     script = ELEMENTS_DIR / "imagekit-base" / "bin" / "imagekit-package-list"
     path = tmp_path / "packages.tsv"
     path.write_text(subprocess.run([script], capture_output=True, text=True, check=True).stdout)
@@ -54,7 +55,6 @@ def test_the_package_list_reads_what_the_element_script_writes(tmp_path: Path) -
             ["dpkg-query", "-W", "-f=${Version}", "dpkg"], capture_output=True, text=True
         ).stdout
     )
-    assert sum(1 for p in packages.values() if p.suite.startswith("bookworm")) > len(packages) / 2
 
 
 def test_security_updates_are_told_by_their_suite(tmp_path: Path) -> None:
