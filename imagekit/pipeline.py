@@ -24,8 +24,9 @@ import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
-from imagekit import processes
+from imagekit import changes, processes
 from imagekit.config import Config
 from imagekit.locking import Lock
 from imagekit.store import Store
@@ -50,6 +51,9 @@ class RoleRun:
     image_id: str | None = None
     resumed: bool = False  # continued an earlier run's build: no new build in this run
     stages: list[Stage] = field(default_factory=lambda: [Stage(s) for s in STAGES])
+    # What changed against the build it replaces (the newest one published to the
+    # cloud before it, else the one before it): imagekit diff's summary and record.
+    changes: dict[str, Any] | None = None
 
     @property
     def passed(self) -> bool:
@@ -269,6 +273,12 @@ class Pipeline:
             print(line, file=sys.stderr, flush=True)
 
     def _write_summary(self, runs: list[RoleRun]) -> None:
+        store = Store(self.config.output_dir)
+        for run in runs:
+            if run.build_id is not None and run.changes is None:
+                found = replaced_changes(store, run.role, run.build_id, self.cloud)
+                if found is not None:
+                    run.changes = {**asdict(found), "summary": found.summary()}
         data = {
             "run_id": self.run_id,
             "cloud": self.cloud,
@@ -276,6 +286,19 @@ class Pipeline:
         }
         path = self.config.output_dir / "pipeline" / f"{self.run_id}.json"
         path.write_text(json.dumps(data, indent=2) + "\n")
+
+
+def replaced_changes(store: Store, role: str, build_id: str, cloud: str) -> changes.Changes | None:
+    """The build against the one it replaces: the newest earlier build published to the
+    cloud, else the newest earlier finished one; None for a role's first build."""
+    finished = [(b.id, m) for b, m in store.readable(role) if m.status == "built"]
+    new = next((m for found, m in finished if found == build_id), None)
+    earlier = [m for found, m in finished if found < build_id]
+    published = [m for m in earlier if m.publication(cloud) is not None]
+    replaced = published or earlier
+    if not replaced or new is None:
+        return None
+    return changes.compare(replaced[-1], new)
 
 
 def dry_run(pipeline: Pipeline) -> str:
@@ -302,4 +325,5 @@ def table(runs: list[RoleRun]) -> str:
         )
         image = (run.image_id or "-") + (" (resumed: no new build)" if run.resumed else "")
         lines.append(f"{run.role:5} {run.build_id or '-':18} {cells} {image}")
+    lines += [run.changes["summary"] for run in runs if run.changes]
     return "\n".join(lines)

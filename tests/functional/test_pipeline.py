@@ -56,6 +56,7 @@ def test_all_roles_built_tested_published_and_shared(config: Config, devcloud: D
     config_path.write_text(
         config.source.read_text() + "publish: {identity_cloud: devcloud-admin, members: [alpha]}\n"
     )
+    had_builds = {role for role in ROLES if Store(config.output_dir).newest(role) is not None}
     result = pipeline(config_path, "--cloud", "devcloud")
     assert result.returncode == 0, result.stdout + result.stderr[-4000:]
     for role in ROLES:
@@ -72,6 +73,12 @@ def test_all_roles_built_tested_published_and_shared(config: Config, devcloud: D
     data = summary(config.output_dir)
     assert [r["role"] for r in data["roles"]] == list(ROLES)
     assert all(r["passed"] for r in data["roles"])
+    # The morning report: each role against the build it replaces (if it had one).
+    for row in data["roles"]:
+        if row["role"] in had_builds:
+            assert row["changes"]["new_build"] == row["build_id"], row
+            assert row["changes"]["summary"] in result.stdout
+            print(row["changes"]["summary"])
 
     alpha = devcloud.connect("devcloud-alpha")
     for role in ROLES:

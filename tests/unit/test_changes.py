@@ -7,7 +7,9 @@ import pytest
 from imagekit import changes
 from imagekit.cli import main
 from imagekit.config import load_config
-from imagekit.manifest import ImageFile, Manifest, Package
+from imagekit.manifest import ImageFile, Manifest, Package, Publication
+from imagekit.pipeline import replaced_changes
+from imagekit.store import Store
 from tests.unit.manifests import make_manifest
 
 WriteConfig = Callable[[str], Path]
@@ -85,3 +87,26 @@ def test_imagekit_diff_defaults_to_the_two_newest_builds(
     assert "1 downgraded" in capsys.readouterr().out
     assert main(["--config", str(config.source), "diff", "web", NEW.build_id]) == 2
     assert "the same build" in capsys.readouterr().err
+
+
+def test_the_pipeline_compares_with_the_build_published_before(tmp_path: Path) -> None:
+    """The morning report: the new build against what the cloud had, not an unpublished
+    build in between; a failed new build has nothing to report."""
+    published = Publication(cloud="c", image_id="i", name="n", when="w")
+    builds = [
+        (OLD.model_copy(update={"publications": [published]}), "20261129T020000Z"),
+        (OLD.model_copy(update={"packages": NEW.packages}), "20261129T120000Z"),
+        (NEW, "20261130T020000Z"),
+        (NEW.model_copy(update={"status": "failed"}), "20261130T030000Z"),
+    ]
+    for built, build_id in builds:
+        build_dir = tmp_path / "web" / build_id
+        build_dir.mkdir(parents=True)
+        built.model_copy(update={"build_id": build_id}).write(build_dir)
+    store = Store(tmp_path)
+    found = replaced_changes(store, "web", "20261130T020000Z", "c")
+    assert found is not None and found.old_build == "20261129T020000Z"
+    assert found.summary().startswith("web: 3 packages upgraded, 2 of them security")
+    assert replaced_changes(store, "web", "20261130T020000Z", "other") is not None
+    assert replaced_changes(store, "web", "20261130T030000Z", "c") is None
+    assert replaced_changes(store, "web", "20261129T020000Z", "c") is None  # the first
