@@ -16,6 +16,7 @@ from imagekit.builders.dib import CLOUD_INIT_DATASOURCES
 from imagekit.clouds import connect
 from imagekit.config import Config
 from imagekit.errors import UserError
+from imagekit.host import vm_cpus
 from imagekit.instances import Instance, SshAddress, throwaway
 from imagekit.instances.openstack import OpenStackInstance, ServerSettings
 from imagekit.instances.qemu import QemuInstance
@@ -93,6 +94,7 @@ def qemu_instances(
             config.admin_user,
             f"{prefix}-{target.role}",
             instance_user_data(config, target.role),
+            cpus=vm_cpus(),
             console_log=console,
             stop_with_us=not keep,
         )

@@ -11,6 +11,7 @@ source "qemu" "role" {
   accelerator        = var.accelerator
   headless           = true
   memory             = var.memory
+  cpus               = var.cpus
   disk_interface     = "virtio"
   net_device         = "virtio-net"
   cd_files           = ["${var.seed_dir}/user-data", "${var.seed_dir}/meta-data"]

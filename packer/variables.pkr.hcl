@@ -84,6 +84,11 @@ variable "accelerator" {
   default = "tcg"
 }
 
+variable "cpus" {
+  type    = number
+  default = 1
+}
+
 variable "memory" {
   type    = number
   default = 1024

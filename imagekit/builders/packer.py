@@ -25,7 +25,7 @@ from imagekit.builders import dib, run_build, run_logged
 from imagekit.clouds import CLOUD_ERRORS, TOOL_TAG, cloud_errors, connect, glance
 from imagekit.config import Config
 from imagekit.errors import ImagekitError, UserError
-from imagekit.host import Requirement, kvm_usable
+from imagekit.host import Requirement, kvm_usable, vm_cpus
 from imagekit.instances.access import make_key_pair
 from imagekit.instances.socks import socks_for_proxy_command
 from imagekit.manifest import Manifest, Package, read_package_list
@@ -100,6 +100,7 @@ def variables(
         "output_directory": str(work / "output"),
         "packages_file": str(work / "packages.tsv"),
         "accelerator": "kvm" if kvm_usable() else "tcg",
+        "cpus": vm_cpus(),
     }
 
 
