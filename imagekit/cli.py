@@ -3,6 +3,7 @@
 import argparse
 import contextlib
 import dataclasses
+import io
 import json
 import os
 import shlex
@@ -12,13 +13,13 @@ import time
 import traceback
 from importlib import metadata
 from pathlib import Path
-from typing import NoReturn
+from typing import NoReturn, TextIO
 
 import openstack.config
 import shtab
 from openstack.connection import Connection
 
-from imagekit import changes, doctor, host, pipeline, runs, verify
+from imagekit import changes, doctor, host, pipeline, progress, runs, verify
 from imagekit.builders import dib, packer, recover_builds
 from imagekit.clouds import cloud_errors, connect, delete_run_leftovers
 from imagekit.config import DEFAULT_CONFIG, Config, load_config
@@ -84,6 +85,19 @@ def _parser() -> argparse.ArgumentParser:
         "--debug",
         action="store_true",
         help="show the traceback of an error (an internal error is one line without it)",
+    )
+    chatter = parser.add_mutually_exclusive_group()
+    chatter.add_argument(
+        "-v", "--verbose", action="store_true", help="progress: every step, not only stages"
+    )
+    chatter.add_argument(
+        "-q", "--quiet", action="store_true", help="no progress lines: results and errors only"
+    )
+    parser.add_argument(
+        "--log-file",
+        type=Path,
+        metavar="PATH",
+        help="also append what imagekit says on stderr (progress, errors) to PATH",
     )
     parser.add_argument(
         "--config",
@@ -803,6 +817,31 @@ class _OrderlyStop:
             _say("imagekit: still cleaning up")
 
 
+class _Tee(io.TextIOBase):
+    """stderr, and a copy of it in --log-file."""
+
+    def __init__(self, terminal: TextIO, log: TextIO) -> None:
+        self.terminal, self.log = terminal, log
+
+    def write(self, text: str) -> int:
+        self.log.write(text)
+        return self.terminal.write(text)
+
+    def flush(self) -> None:
+        self.log.flush()
+        self.terminal.flush()
+
+    def isatty(self) -> bool:
+        return self.terminal.isatty()
+
+
+def _open_log(path: Path) -> TextIO:
+    try:
+        return path.open("a", buffering=1)  # line by line: a killed run's log is whole
+    except OSError as err:
+        raise UserError(f"--log-file {path}: {err.strerror}") from None
+
+
 def _say(line: str) -> None:
     # After a hang-up stderr may be gone; that must not turn a clean stop into a crash.
     with contextlib.suppress(OSError):
@@ -823,6 +862,11 @@ def main(argv: list[str] | None = None) -> int:
             sys.stdout.flush()
             raise
         debug = args.debug
+        progress.set_verbosity(
+            progress.QUIET if args.quiet else progress.VERBOSE if args.verbose else progress.NORMAL
+        )
+        if args.log_file is not None:
+            sys.stderr = _Tee(sys.stderr, _open_log(args.log_file))
         handlers = {
             "build": _build,
             "test": _test,
@@ -863,3 +907,6 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     finally:
         runs.end()
+        if isinstance(sys.stderr, _Tee):  # main() called in-process (tests) gets stderr back
+            sys.stderr.log.close()
+            sys.stderr = sys.stderr.terminal

@@ -1,8 +1,25 @@
-"""A one-line progress display for long steps; the full output goes to a log."""
+"""A one-line progress display for long steps; the full output goes to a log.
 
+How much shows is the CLI's choice (`-q`, default, `-v`): `set_verbosity()`.
+"""
+
+import shutil
 import sys
+import threading
 import time
+import weakref
 from typing import TextIO
+
+QUIET, NORMAL, VERBOSE = -1, 0, 1
+_verbosity = NORMAL
+# In logs (no terminal), a line at least this often during a long step, so that a CI
+# log shows a build or a boot is alive.
+HEARTBEAT_S = 30.0
+
+
+def set_verbosity(level: int) -> None:
+    global _verbosity
+    _verbosity = level
 
 
 def elapsed(seconds: float) -> str:
@@ -11,27 +28,69 @@ def elapsed(seconds: float) -> str:
 
 
 class Progress:
-    """On a terminal, one line rewritten in place; elsewhere, a line per stage."""
+    """On a terminal, one line rewritten in place (as wide as the terminal); elsewhere, a
+    line per stage (per step with -v) and a heartbeat while a stage lasts."""
 
-    def __init__(self, label: str, stream: TextIO | None = None) -> None:
+    def __init__(
+        self, label: str, stream: TextIO | None = None, heartbeat_s: float = HEARTBEAT_S
+    ) -> None:
         self.label = label
         self.stream = stream or sys.stderr
         self.tty = self.stream.isatty()
         self.started = time.monotonic()
         self._stage = ""
+        self._detail = ""
+        self._lock = threading.Lock()
+        self._last_line = self.started
+        self._done = threading.Event()
+        if not self.tty and _verbosity > QUIET:
+            threading.Thread(
+                target=_heartbeat, args=(weakref.ref(self), self._done, heartbeat_s), daemon=True
+            ).start()
 
     def update(self, stage: str, detail: str = "") -> None:
-        prefix = f"[{self.label} {elapsed(time.monotonic() - self.started)}]"
-        if self.tty:
-            text = f"{prefix} {stage} {detail}".rstrip()
-            self.stream.write(f"\r{text[:110]}\x1b[K")
-            self.stream.flush()
-        elif stage != self._stage:
-            self.stream.write(f"{prefix} {stage}\n")
-            self.stream.flush()
-        self._stage = stage
+        if _verbosity == QUIET:
+            return
+        with self._lock:
+            if self.tty:
+                width = shutil.get_terminal_size().columns - 1
+                text = f"{self._prefix()} {stage} {detail}".rstrip()
+                self.stream.write(f"\r{text[:width]}\x1b[K")
+                self.stream.flush()
+            elif stage != self._stage:
+                self._line(stage)
+            elif _verbosity >= VERBOSE and detail and detail != self._detail:
+                self._line(f"{stage} {detail}")
+            self._stage, self._detail = stage, detail
 
     def finish(self, message: str) -> None:
-        prefix = f"[{self.label} {elapsed(time.monotonic() - self.started)}]"
-        self.stream.write(("\r\x1b[K" if self.tty else "") + f"{prefix} {message}\n")
+        self._done.set()
+        if _verbosity == QUIET:
+            return
+        with self._lock:
+            self.stream.write(("\r\x1b[K" if self.tty else "") + f"{self._prefix()} {message}\n")
+            self.stream.flush()
+
+    def beat(self, every: float) -> None:
+        """A line if none was written for `every` seconds (called by the heartbeat)."""
+        with self._lock:
+            if time.monotonic() - self._last_line >= every:
+                self._line(f"{self._stage or 'starting'} (still running)")
+
+    def _line(self, text: str) -> None:
+        self.stream.write(f"{self._prefix()} {text}\n")
         self.stream.flush()
+        self._last_line = time.monotonic()
+
+    def _prefix(self) -> str:
+        return f"[{self.label} {elapsed(time.monotonic() - self.started)}]"
+
+
+def _heartbeat(progress: "weakref.ref[Progress]", done: threading.Event, every: float) -> None:
+    # A weak reference: a Progress dropped without finish() (an error) ends its heartbeat.
+    while not done.wait(min(every / 3, 5.0)):
+        shown = progress()
+        if shown is None:
+            return
+        shown.beat(every)
+        del shown

@@ -26,6 +26,7 @@ from imagekit.manifest import (
     check_qcow2,
     utc_now,
 )
+from imagekit.progress import Progress
 from imagekit.publishing.attributes import image_name
 from imagekit.roles import CHECKOUT, SUITES_DIR, get_role
 from imagekit.store import Store
@@ -245,11 +246,15 @@ def test_image(
     junit.unlink(missing_ok=True)
     instance = make_instance(target, console)
     started = time.monotonic()
+    progress = Progress(f"{target.role} test")
+    progress.update(f"booting ({instance.accelerator})")
     with throwaway(instance, keep=keep) as address:
         if on_ready:
             on_ready(address)
         manifest = Manifest.read(target.build_dir) if target.build_dir else None
+        progress.update("running the suite")
         record = run_suite(config, target.role, address, junit, manifest=manifest)
+    progress.finish(f"suite {'passed' if record.passed else 'FAILED'}")
     if keep:
         print(f"instance left running: {instance.describe()}", file=sys.stderr)
     record.backend = type(instance).__name__
