@@ -54,6 +54,8 @@ def image_attributes(
         "owner_specified.openstack.sha256": manifest.image.sha256,
         "owner_specified.openstack.object": f"images/{name}",
     }
+    if manifest.sbom_sha256:  # sbom.cdx.json beside the image: what a member can ask for
+        attributes["imagekit_sbom_sha256"] = manifest.sbom_sha256
     if run_id:  # an upload its run did not finish is found and deleted by this
         attributes["imagekit_run"] = run_id
     if forced:

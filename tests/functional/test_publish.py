@@ -78,6 +78,8 @@ def test_publish_share_accept_and_download(
     assert record["owner_specified.openstack.md5"] == record["checksum"]
     assert record["owner_specified.openstack.sha256"] == record["imagekit_sha256"]
     assert record["owner_specified.openstack.object"] == f"images/{image.name}"
+    sbom = (tested_web / "sbom.cdx.json").read_bytes()
+    assert record["imagekit_sbom_sha256"] == hashlib.sha256(sbom).hexdigest()
     assert Manifest.read(tested_web).publications[-1].image_id == image.id
 
     # Until it accepts, the member project does not see the image in its list.

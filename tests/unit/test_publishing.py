@@ -56,6 +56,9 @@ def test_conventional_properties(write_config: Callable[[str], Path]) -> None:
     assert attributes["visibility"] == "private"
     assert "imagekit_warning" not in attributes
     assert "imagekit_warning" in image_attributes(config, _manifest(), forced=True, md5="")
+    assert "imagekit_sbom_sha256" not in attributes  # a build from before SBOMs
+    with_sbom = _manifest().model_copy(update={"sbom_sha256": "ef" * 32})
+    assert image_attributes(config, with_sbom, False, "")["imagekit_sbom_sha256"] == "ef" * 32
 
 
 def test_name_format_is_validated(write_config: Callable[[str], Path]) -> None:
