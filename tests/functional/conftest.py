@@ -12,11 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from imagekit import doctor, host
+from imagekit import doctor, host, verify
 from imagekit.builders import dib
 from imagekit.config import Config, load_config
 from imagekit.devcloud import DevCloud
 from imagekit.devcloud import compute as devcloud_compute
+from imagekit.manifest import Manifest
 from imagekit.roles import CHECKOUT
 from imagekit.store import Store
 
@@ -108,6 +109,17 @@ def clouds_yaml(devcloud: DevCloud, monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture(scope="session")
 def web_build(built: Callable[[str], Path]) -> Path:
     return built("web")
+
+
+@pytest.fixture(scope="session")
+def tested_web(built: Callable[[str], Path], config: Config) -> Path:
+    """The session's web build, tested for real if no earlier test did (publishing
+    refuses an untested build, and tests may run alone or in any order)."""
+    build_dir = built("web")
+    if not Manifest.read(build_dir).tested:
+        target = verify.Target("web", build_dir / "web.qcow2", build_dir)
+        assert verify.test_image(config, target, verify.qemu_instances(config, "ft")).passed
+    return build_dir
 
 
 @pytest.fixture(scope="session")

@@ -52,7 +52,7 @@ def cloud_config(
 
 @pytest.fixture(scope="module")
 def published_web(
-    compute_devcloud: DevCloud, built: Callable[[str], Path], config: Config
+    compute_devcloud: DevCloud, tested_web: Path, config: Config
 ) -> Iterator[PublishResult]:
     """The web build published to the images project and shared with alpha (by name)."""
     cfg = config.model_copy(
@@ -60,7 +60,7 @@ def published_web(
     )
     with pytest.MonkeyPatch.context() as env:
         env.setenv("OS_CLIENT_CONFIG_FILE", str(compute_devcloud.clouds_yaml))
-        result = publish(cfg, "web", "devcloud", build_id=built("web").name, shares=["alpha"])
+        result = publish(cfg, "web", "devcloud", build_id=tested_web.name, shares=["alpha"])
     assert result.image_id and list(result.members.values()) == ["pending"]
     yield result
     conn = compute_devcloud.connect("devcloud")

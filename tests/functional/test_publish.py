@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 from openstack import exceptions as os_exceptions
 
-from imagekit import verify
 from imagekit.clouds import glance
 from imagekit.config import Config, PublishSettings
 from imagekit.devcloud import DevCloud
@@ -25,16 +24,6 @@ Built = Callable[[str], Path]
 
 
 pytestmark = pytest.mark.usefixtures("clouds_yaml")
-
-
-@pytest.fixture(scope="module")
-def tested_web(built: Built, config: Config) -> Path:
-    """The session's web build, tested for real if no earlier test did."""
-    build_dir = built("web")
-    if not Manifest.read(build_dir).tested:
-        target = verify.Target("web", build_dir / "web.qcow2", build_dir)
-        assert verify.test_image(config, target, verify.qemu_instances(config, "ft")).passed
-    return build_dir
 
 
 def with_publish(config: Config, **settings: Any) -> Config:
