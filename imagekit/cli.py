@@ -28,8 +28,8 @@ from imagekit.errors import ImagekitError, Interrupted, UserError
 from imagekit.files import write_private
 from imagekit.instances import SshAddress
 from imagekit.manifest import check_qcow2
+from imagekit.publishing import provenance, rotation, sharing
 from imagekit.publishing import publish as publishing
-from imagekit.publishing import rotation, sharing
 from imagekit.roles import ROLES, ROLES_HELP, get_role, resolve_roles
 from imagekit.site import run as site_run
 from imagekit.site.model import DEFAULT_SITE, load_site
@@ -247,6 +247,17 @@ def _parser() -> argparse.ArgumentParser:
     )
     images.add_argument("role", metavar="ROLE", choices=ROLES, help=", ".join(ROLES))
     cloud_option(images)
+
+    checked = commands.add_parser(
+        "verify",
+        help="check that a Glance image is the one imagekit built (a member can run it)",
+        description="Download IMAGE (a name or an id) from the cloud, check its bytes against "
+        "Glance's sha512 (os_hash_value) and the sha256 the build recorded, and print who "
+        "built it from which commit. Exit 1 if the image is not what was published.",
+    )
+    checked.add_argument("image", metavar="IMAGE", help="the image's name or id")
+    cloud_option(checked)
+    _format_option(checked)
 
     nightly = commands.add_parser(
         "pipeline",
@@ -664,6 +675,15 @@ def _accept(args: argparse.Namespace) -> int:
     return 0
 
 
+def _verify(args: argparse.Namespace) -> int:
+    found = provenance.verify_image(_cloud(args), args.image)
+    if args.format == "json":
+        print(json.dumps({**dataclasses.asdict(found), "ok": found.ok}, indent=2))
+    else:
+        print(provenance.report(found))
+    return 0 if found.ok else 1
+
+
 def _images(args: argparse.Namespace) -> int:
     cloud = _cloud(args)
     with cloud_errors(cloud, "listing images"):
@@ -878,6 +898,7 @@ def main(argv: list[str] | None = None) -> int:
             "devcloud": _devcloud,
             "builds": _builds,
             "diff": _diff,
+            "verify": _verify,
             "cleanup": _cleanup,
             "doctor": _doctor,
             "site": _site,

@@ -80,6 +80,14 @@ def test_publish_share_accept_and_download(
         downloaded.update(chunk)
     assert downloaded.hexdigest() == sha512(tested_web / "web.qcow2") == image.hash_value
 
+    # The member checks what it got: the bytes, and who built it from which commit.
+    checked = run(config, "verify", image.name, "--cloud", "devcloud-alpha", "-f", "json")
+    assert checked.returncode == 0, checked.stderr
+    found = json.loads(checked.stdout)
+    assert found["ok"] and found["image_id"] == image.id
+    assert (found["build_id"], found["source"]) == (tested_web.name, record["imagekit_source"])
+    assert found["sbom_sha256"] == record["imagekit_sbom_sha256"]
+
     with pytest.raises(os_exceptions.NotFoundException):
         glance(beta).get_image(image.id)
     assert image.id not in {i.id for i in glance(beta).images()}
@@ -181,6 +189,33 @@ def test_bad_input_is_one_line_and_uploads_nothing(
     assert result.returncode == 2, result.stderr
     assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert {i.id for i in glance(devcloud.connect("devcloud")).images()} == before
+
+
+def test_verify_catches_an_image_that_is_not_what_was_built(
+    devcloud: DevCloud, config: Config, tested_web: Path, tmp_path: Path
+) -> None:
+    """An image whose bytes differ from the build's record (tampered, or a look-alike)."""
+    fake = tmp_path / "fake.qcow2"
+    fake.write_bytes(b"not the image" * 1000)
+    builder = glance(devcloud.connect("devcloud"))
+    image = builder.create_image(
+        name="lookalike-web",
+        filename=str(fake),
+        disk_format="qcow2",
+        container_format="bare",
+        imagekit_sha256=Manifest.read(tested_web).image.sha256,  # type: ignore[union-attr]
+        wait=True,
+        timeout=60,
+    )
+    try:
+        result = run(config, "verify", "lookalike-web", "--cloud", "devcloud")
+        assert result.returncode == 1, result.stdout + result.stderr
+        assert "sha256 vs the build's record:      MISMATCH" in result.stdout
+        assert "NOT the image imagekit published" in result.stdout
+        missing = run(config, "verify", "no-such-image", "--cloud", "devcloud")
+        assert missing.returncode == 2 and "no active image 'no-such-image'" in missing.stderr
+    finally:
+        builder.delete_image(image)
 
 
 def test_images_lists_the_role(devcloud: DevCloud, config: Config, tested_web: Path) -> None:
