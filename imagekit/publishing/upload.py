@@ -149,8 +149,14 @@ def verify(image: dict[str, Any], hashes: Hashes, expected_sha256: str) -> None:
         )
 
 
-def delete_quietly(conn: Connection, image_id: str) -> None:
-    try:
-        glance(conn).delete_image(image_id, ignore_missing=True)
-    except (os_exceptions.SDKException, *TRANSIENT):
-        pass
+def delete_quietly(conn: Connection, image_id: str, attempts: int = 5) -> None:
+    """Delete a half-made image, retrying: right after a cut upload Glance may still be
+    failing that upload and refuse the delete for a moment (a 409, or a 500 from a locked
+    database). If it still refuses, the image's run id lets `imagekit cleanup` finish."""
+    for attempt in range(attempts):
+        try:
+            glance(conn).delete_image(image_id, ignore_missing=True)
+            return
+        except (os_exceptions.SDKException, *TRANSIENT):
+            if attempt + 1 < attempts:
+                time.sleep(0.5 * 2**attempt)

@@ -11,6 +11,7 @@ from openstack import exceptions as os_exceptions
 
 from imagekit.config import load_config
 from imagekit.manifest import ImageFile, Manifest, Source
+from imagekit.publishing import upload
 from imagekit.publishing.attributes import image_attributes
 from imagekit.publishing.rotation import plan
 from imagekit.publishing.upload import is_transient
@@ -115,3 +116,30 @@ def test_client_errors_are_not(status: int) -> None:
 def test_reset_connections_are_retried() -> None:
     assert is_transient(ks_exceptions.ConnectFailure("reset"))
     assert is_transient(ConnectionResetError())
+
+
+def test_a_cut_uploads_image_is_deleted_even_if_glance_refuses_at_first(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Glance on SQLite answered a DELETE right after a cut upload with a 500 (database
+    locked) while it was still failing the upload: the half image must still go."""
+
+    class Images:
+        api_version = "2"
+
+        def __init__(self, refusals: int) -> None:
+            self.refusals = refusals
+            self.calls: list[tuple[str, bool]] = []
+
+        def delete_image(self, image_id: str, ignore_missing: bool) -> None:
+            self.calls.append((image_id, ignore_missing))
+            if len(self.calls) <= self.refusals:
+                raise os_exceptions.HttpException(message="database is locked", http_status=500)
+
+    monkeypatch.setattr(upload.time, "sleep", lambda seconds: None)
+    images = Images(refusals=2)
+    upload.delete_quietly(SimpleNamespace(image=images), "img-1")  # type: ignore[arg-type]
+    assert images.calls == [("img-1", True)] * 3
+    stubborn = Images(refusals=99)  # gives up quietly after its attempts (cleanup finishes)
+    upload.delete_quietly(SimpleNamespace(image=stubborn), "img-2", 4)  # type: ignore[arg-type]
+    assert stubborn.calls == [("img-2", True)] * 4
