@@ -136,7 +136,7 @@ def test_a_cut_uploads_image_is_deleted_even_if_glance_refuses_at_first(
             if len(self.calls) <= self.refusals:
                 raise os_exceptions.HttpException(message="database is locked", http_status=500)
 
-    monkeypatch.setattr(upload.time, "sleep", lambda seconds: None)
+    monkeypatch.setattr("imagekit.publishing.upload.time.sleep", lambda seconds: None)
     images = Images(refusals=2)
     upload.delete_quietly(SimpleNamespace(image=images), "img-1")  # type: ignore[arg-type]
     assert images.calls == [("img-1", True)] * 3
