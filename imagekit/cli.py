@@ -13,10 +13,11 @@ import time
 import traceback
 from importlib import metadata
 from pathlib import Path
-from typing import NoReturn, TextIO
+from typing import Any, NoReturn, TextIO
 
 import openstack.config
 import shtab
+import yaml
 from openstack.connection import Connection
 
 from imagekit import changes, doctor, host, pipeline, progress, runs, verify
@@ -63,10 +64,38 @@ def _format_option(command: argparse.ArgumentParser) -> None:
     command.add_argument(
         "-f",
         "--format",
-        choices=["table", "json"],
+        choices=["table", "json", "yaml", "value"],
         default="table",
-        help="table (for people, the default) or json (for programs: one document on stdout)",
+        help="table (for people, the default); json or yaml (one document on stdout); value "
+        "(the values only, a line per row, as the openstack client prints them)",
     )
+    command.add_argument(
+        "-c",
+        "--column",
+        action="append",
+        default=[],
+        metavar="COLUMN",
+        help="only this field (repeatable; json, yaml and value)",
+    )
+
+
+def _emit(document: dict[str, Any] | list[dict[str, Any]], args: argparse.Namespace) -> None:
+    """A result for programs, in -f json/yaml/value, with only the -c columns if given."""
+    rows = document if isinstance(document, list) else [document]
+    for column in args.column:
+        if rows and column not in rows[0]:
+            raise UserError(f"-c {column}: no such column (choose from {', '.join(rows[0])})")
+    if args.column:
+        rows = [{column: row[column] for column in args.column} for row in rows]
+    chosen: Any = rows if isinstance(document, list) else rows[0]
+    if args.format == "json":
+        print(json.dumps(chosen, indent=2))
+    elif args.format == "yaml":
+        print(yaml.safe_dump(chosen, sort_keys=False), end="")
+    else:  # value: nested values as compact JSON
+        for row in rows:
+            values = [v if isinstance(v, str) else json.dumps(v) for v in row.values()]
+            print(" ".join(values) if isinstance(document, list) else "\n".join(values))
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -495,8 +524,8 @@ def _test(args: argparse.Namespace) -> int:
             )
         if not result.passed:
             failed.append(target.role)
-    if args.format == "json":
-        print(json.dumps(documents, indent=2))
+    if args.format != "table":
+        _emit(documents, args)
     if failed:
         raise ImagekitError(f"suite failed for: {', '.join(failed)}")
     return 0
@@ -640,8 +669,8 @@ def _publish(args: argparse.Namespace) -> int:
         documents.append({"cloud": cloud, "dry_run": args.dry_run, **dataclasses.asdict(result)})
         if args.format == "table":
             _print_publication(result, role, args.dry_run)
-    if args.format == "json":
-        print(json.dumps(documents, indent=2))
+    if args.format != "table":
+        _emit(documents, args)
     return 0
 
 
@@ -677,8 +706,8 @@ def _accept(args: argparse.Namespace) -> int:
 
 def _verify(args: argparse.Namespace) -> int:
     found = provenance.verify_image(_cloud(args), args.image)
-    if args.format == "json":
-        print(json.dumps({**dataclasses.asdict(found), "ok": found.ok}, indent=2))
+    if args.format != "table":
+        _emit({**dataclasses.asdict(found), "ok": found.ok}, args)
     else:
         print(provenance.report(found))
     return 0 if found.ok else 1
@@ -714,8 +743,8 @@ def _builds(args: argparse.Namespace) -> int:
         for role in resolve_roles(args.roles or ["all"])
         for build, manifest in store.readable(role)
     ]
-    if args.format == "json":
-        print(json.dumps([dataclasses.asdict(row) for row in rows], indent=2))
+    if args.format != "table":
+        _emit([dataclasses.asdict(row) for row in rows], args)
         return 0
     print(f"{'role':4} {'build':18} {'status':8} {'builder':7} {'MiB':>5} tested site  published")
     for row in rows:
@@ -749,8 +778,8 @@ def _diff(args: argparse.Namespace) -> int:
     if old.id == new.id:
         raise UserError(f"OLD and NEW are the same build ({new.id}) of '{role}'")
     found = changes.compare(old.manifest(), new.manifest())
-    if args.format == "json":
-        print(json.dumps({**dataclasses.asdict(found), "summary": found.summary()}, indent=2))
+    if args.format != "table":
+        _emit({**dataclasses.asdict(found), "summary": found.summary()}, args)
     else:
         print(changes.table(found))
     return 0

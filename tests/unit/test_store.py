@@ -5,6 +5,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import yaml
 
 from imagekit.cli import main
 from imagekit.config import load_config
@@ -115,3 +116,21 @@ def test_imagekit_builds_lists_what_the_manifests_record(
     table = capsys.readouterr().out.splitlines()
     assert table[0].split()[:3] == ["role", "build", "status"]
     assert table[1].split()[:3] == ["web", "20260101T000000Z", "built"] and len(table) == 2
+
+
+def test_builds_speak_the_openstack_clients_formats_and_columns(
+    tmp_path: Path, write_config: WriteConfig, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = load_config(write_config(f"ssh_keys: [{{key}}]\noutput_dir: {tmp_path / 'out'}\n"))
+    _add(config.output_dir, "web", "20260101T000000Z", tests=_passed())
+    _add(config.output_dir, "db", "20260102T000000Z", status="failed")
+    base = ["--config", str(config.source), "builds"]
+    assert main([*base, "-f", "value", "-c", "role", "-c", "status"]) == 0
+    assert capsys.readouterr().out == "web built\ndb failed\n"
+    assert main([*base, "-f", "yaml", "-c", "build_id"]) == 0
+    assert yaml.safe_load(capsys.readouterr().out) == [
+        {"build_id": "20260101T000000Z"},
+        {"build_id": "20260102T000000Z"},
+    ]
+    assert main([*base, "-f", "json", "-c", "nosuch"]) == 2
+    assert "-c nosuch: no such column (choose from role, build_id" in capsys.readouterr().err
