@@ -4,10 +4,15 @@ from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+import openstack
+from openstack.config.loader import OpenStackConfig
+from openstack.exceptions import ConfigException
+
 from imagekit import host, runs
 from imagekit.builders.packer import PACKER_REQUIREMENTS
+from imagekit.clouds import CLOUD_ERRORS, describe
 from imagekit.config import load_config
-from imagekit.errors import ImagekitError
+from imagekit.errors import ImagekitError, one_line
 
 
 def _once(requirements: tuple[host.Requirement, ...]) -> tuple[host.Requirement, ...]:
@@ -23,7 +28,7 @@ ALL_REQUIREMENTS = _once(host.BUILD_REQUIREMENTS + host.SITE_REQUIREMENTS + PACK
 
 @dataclass(frozen=True)
 class Check:
-    status: str  # "ok", "missing", "info" or "error"
+    status: str  # "ok", "missing", "info", "warning" or "error"
     name: str
     detail: str
 
@@ -80,6 +85,27 @@ def checks(config_path: Path | None = None) -> list[Check]:
             found.append(Check("ok", "leftovers", "no crashed runs to clean up"))
     except ImagekitError as err:
         found.append(Check("error", "config", str(err)))
+    return found + cloud_checks()
+
+
+def cloud_checks(timeout: float = 10) -> list[Check]:
+    """Can each clouds.yaml entry authenticate? A warning, not an error: a cloud that is
+    down today must not stop builds (nor `tox`, which runs `doctor --fix` first)."""
+    try:
+        loader = OpenStackConfig()
+        names = loader.get_cloud_names()
+    except (ConfigException, OSError) as err:
+        return [Check("warning", "clouds.yaml", f"unreadable: {one_line(err)}")]
+    if loader.config_filename is None:  # the SDK then offers a "defaults" cloud: none
+        return [Check("info", "clouds.yaml", "none found (publishing needs a cloud)")]
+    found = [Check("ok", "clouds.yaml", str(loader.config_filename))]
+    for name in names:
+        try:
+            with openstack.connect(cloud=name, api_timeout=timeout) as conn:
+                conn.authorize()
+            found.append(Check("ok", f"cloud {name}", "authenticates"))
+        except (*CLOUD_ERRORS, ConfigException) as err:
+            found.append(Check("warning", f"cloud {name}", describe(err)))
     return found
 
 
