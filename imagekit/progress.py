@@ -63,6 +63,10 @@ class Progress:
                 self._line(f"{stage} {detail}")
             self._stage, self._detail = stage, detail
 
+    def close(self) -> None:
+        """Stop the heartbeat without a last line (the step failed; its error says why)."""
+        self._done.set()
+
     def finish(self, message: str) -> None:
         self._done.set()
         if _verbosity == QUIET:
@@ -75,7 +79,8 @@ class Progress:
         """A line if none was written for `every` seconds (called by the heartbeat)."""
         with self._lock:
             if time.monotonic() - self._last_line >= every:
-                self._line(f"{self._stage or 'starting'} (still running)")
+                doing = f"{self._stage} {self._detail}".strip() or "starting"
+                self._line(f"{doing} (still running)")
 
     def _line(self, text: str) -> None:
         self.stream.write(f"{self._prefix()} {text}\n")

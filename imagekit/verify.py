@@ -248,12 +248,15 @@ def test_image(
     started = time.monotonic()
     progress = Progress(f"{target.role} test")
     progress.update(f"booting ({instance.accelerator})")
-    with throwaway(instance, keep=keep) as address:
-        if on_ready:
-            on_ready(address)
-        manifest = Manifest.read(target.build_dir) if target.build_dir else None
-        progress.update("running the suite")
-        record = run_suite(config, target.role, address, junit, manifest=manifest)
+    try:
+        with throwaway(instance, keep=keep) as address:
+            if on_ready:
+                on_ready(address)
+            manifest = Manifest.read(target.build_dir) if target.build_dir else None
+            progress.update("running the suite")
+            record = run_suite(config, target.role, address, junit, manifest=manifest)
+    finally:
+        progress.close()
     progress.finish(f"suite {'passed' if record.passed else 'FAILED'}")
     if keep:
         print(f"instance left running: {instance.describe()}", file=sys.stderr)

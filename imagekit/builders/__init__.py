@@ -84,6 +84,7 @@ def run_build(
             build.checksum_file.write_text(f"{manifest.image.sha256}  {image.name}\n")
             manifest.status = "built"
         except BaseException as err:
+            progress.close()
             manifest.status = "failed"
             manifest.error = "interrupted" if isinstance(err, KeyboardInterrupt) else str(err)
             image.unlink(missing_ok=True)

@@ -17,6 +17,7 @@ from imagekit.manifest import (
     Publication,
     utc_now,
 )
+from imagekit.progress import Progress
 from imagekit.publishing.attributes import image_attributes, image_name
 from imagekit.publishing.rotation import RotationPlan, rotate
 from imagekit.publishing.sharing import resolve_projects, share
@@ -138,15 +139,21 @@ def publish(
         if run is not None:
             run.note_cloud(cloud, "images")
         started = time.monotonic()
-        stored, _ = create_and_upload(
-            conn,
-            image_file,
-            image_attributes(
-                config, manifest, forced, file_md5(image_file), run.id if run else None
-            ),
-            manifest.image.sha256,
-        )
+        progress = Progress(f"{role} publish")
+        try:
+            stored, _ = create_and_upload(
+                conn,
+                image_file,
+                image_attributes(
+                    config, manifest, forced, file_md5(image_file), run.id if run else None
+                ),
+                manifest.image.sha256,
+                progress,
+            )
+        finally:
+            progress.close()
         result.upload_s = round(time.monotonic() - started, 1)
+        progress.finish(f"uploaded and verified in {result.upload_s:.0f}s")
         result.image_id, result.uploaded = stored["id"], True
     if result.image_id is None:  # dry run of a new upload
         return result

@@ -8,6 +8,7 @@ import pytest
 from imagekit import progress
 from imagekit.cli import main
 from imagekit.progress import Progress
+from imagekit.publishing.upload import transfer
 
 
 @pytest.fixture(autouse=True)
@@ -25,10 +26,26 @@ def test_a_log_gets_a_line_per_stage_and_a_heartbeat_while_one_lasts() -> None:
     shown.finish("built")
     lines = out.getvalue().splitlines()
     assert lines[0].endswith("] install.d") and lines[-1].endswith("] built")
-    assert any(line.endswith("] install.d (still running)") for line in lines[1:-1])
+    assert any(
+        line.endswith("] install.d 61-imagekit-cloud-init (still running)") for line in lines[1:-1]
+    )
     count = len(lines)
     time.sleep(0.5)
     assert len(out.getvalue().splitlines()) == count, "no heartbeat after finish"
+
+
+def test_a_closed_progress_beats_no_more() -> None:
+    out = io.StringIO()
+    shown = Progress("web", out, heartbeat_s=0.2)
+    shown.update("uploading", "1/10 MiB")
+    shown.close()
+    time.sleep(0.5)
+    assert out.getvalue().count("(still running)") == 0
+
+
+def test_a_transfer_line_says_how_much_how_fast_and_how_long() -> None:
+    line = transfer(50 << 20, 200 << 20, time.monotonic() - 10)
+    assert line.startswith("50/200 MiB, 5.0 MiB/s, ") and line.endswith("30s left")
 
 
 def test_verbose_shows_steps_and_quiet_shows_nothing() -> None:
