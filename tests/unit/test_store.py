@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from imagekit.cli import main
-from imagekit.config import load_config
+from imagekit.config import Config, load_config
 from imagekit.errors import UserError
 from imagekit.manifest import MANIFEST, Manifest, SiteTestRecord, SuiteResult
 from imagekit.store import Build, Store
@@ -100,12 +100,19 @@ def test_newest_or_fail_says_how_to_make_one(tmp_path: Path) -> None:
         store.newest_or_fail("web", tested=True)
 
 
-def test_imagekit_builds_lists_what_the_manifests_record(
-    tmp_path: Path, write_config: WriteConfig, capsys: pytest.CaptureFixture[str]
-) -> None:
+@pytest.fixture
+def two_builds(tmp_path: Path, write_config: WriteConfig) -> Config:
+    """A tested web build and a failed db build, in a config's output directory."""
     config = load_config(write_config(f"ssh_keys: [{{key}}]\noutput_dir: {tmp_path / 'out'}\n"))
     _add(config.output_dir, "web", "20260101T000000Z", tests=_passed())
     _add(config.output_dir, "db", "20260102T000000Z", status="failed")
+    return config
+
+
+def test_imagekit_builds_lists_what_the_manifests_record(
+    two_builds: Config, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = two_builds
     assert main(["--config", str(config.source), "builds", "-f", "json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert [(r["role"], r["build_id"], r["status"], r["tested"]) for r in rows] == [
@@ -119,11 +126,9 @@ def test_imagekit_builds_lists_what_the_manifests_record(
 
 
 def test_builds_speak_the_openstack_clients_formats_and_columns(
-    tmp_path: Path, write_config: WriteConfig, capsys: pytest.CaptureFixture[str]
+    two_builds: Config, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    config = load_config(write_config(f"ssh_keys: [{{key}}]\noutput_dir: {tmp_path / 'out'}\n"))
-    _add(config.output_dir, "web", "20260101T000000Z", tests=_passed())
-    _add(config.output_dir, "db", "20260102T000000Z", status="failed")
+    config = two_builds
     base = ["--config", str(config.source), "builds"]
     assert main([*base, "-f", "value", "-c", "role", "-c", "status"]) == 0
     assert capsys.readouterr().out == "web built\ndb failed\n"
