@@ -68,16 +68,21 @@ def example_values(role: str) -> Common:
     return load_values(role, [get_role(role).example_values], [])
 
 
-def instance_user_data(config: Config, role: str, private_nic_by_cloud: bool = False) -> str:
+def instance_values(role: str, private_nic_by_cloud: bool = False) -> Common:
     """What every test instance boots with, whatever the backend: the role's example values.
 
     private_nic_by_cloud: the cloud's network config sets the private address
-    (a port with a fixed IP), so the user data does not.
+    (a port with a fixed IP) on a NIC named as the cloud's hardware has it, so the
+    user data does not.
     """
     values = example_values(role)
     if private_nic_by_cloud:
         values = values.model_copy(update={"configure_private_interface": False})
-    return render_user_data(role, values, config.cache_dir)
+    return values
+
+
+def instance_user_data(config: Config, role: str, private_nic_by_cloud: bool = False) -> str:
+    return render_user_data(role, instance_values(role, private_nic_by_cloud), config.cache_dir)
 
 
 def qemu_instances(
@@ -148,12 +153,16 @@ def suite_files(role: str) -> list[Path]:
 
 
 def suite_context(
-    config: Config, role: str, address: SshAddress, manifest: Manifest | None = None
+    config: Config,
+    role: str,
+    address: SshAddress,
+    manifest: Manifest | None = None,
+    values: Common | None = None,
 ) -> dict[str, object]:
     """What the role suites expect: what the build recorded (its manifest; the config
     only for a bare --image or a manifest from before these were recorded) and the
-    instance's user-data values."""
-    values = example_values(role)
+    instance's user-data values (default: the role's examples)."""
+    values = values or example_values(role)
     revealed = json.loads(values.model_dump_json())
     for name, value in template_context(values).items():
         # Secrets in clear (the suites log in with them) and derived values.
@@ -194,11 +203,12 @@ def run_suite(
     junit: Path,
     files: list[Path] | None = None,
     manifest: Manifest | None = None,
+    values: Common | None = None,
 ) -> SuiteResult:
     """Run the role's testinfra suite against a booted instance; the JUnit XML goes to junit."""
     with tempfile.TemporaryDirectory(prefix="imagekit-suite-") as tmp:
         context = Path(tmp) / "context.json"
-        context.write_text(json.dumps(suite_context(config, role, address, manifest)))
+        context.write_text(json.dumps(suite_context(config, role, address, manifest, values)))
         # A throwaway instance's host key is new by definition.
         ssh_config = Path(tmp) / "ssh_config"
         proxy = f"  ProxyCommand {address.proxy_command}\n" if address.proxy_command else ""
@@ -254,7 +264,11 @@ def test_image(
                 on_ready(address)
             manifest = Manifest.read(target.build_dir) if target.build_dir else None
             progress.update("running the suite")
-            record = run_suite(config, target.role, address, junit, manifest=manifest)
+            # The values the instance booted with (see the backends' factories).
+            values = instance_values(target.role, isinstance(instance, OpenStackInstance))
+            record = run_suite(
+                config, target.role, address, junit, manifest=manifest, values=values
+            )
     finally:
         progress.close()
     progress.finish(f"suite {'passed' if record.passed else 'FAILED'}")

@@ -127,6 +127,9 @@ def test_user_data_named_the_instance_and_its_private_address(
     values = expected["values"]
     assert host.check_output("hostname") == values["hostname"]
     assert host.check_output("hostname -f") == f"{values['hostname']}.{values['domain']}"
-    addresses = host.check_output(f"ip -4 -o addr show dev {values['private_interface']}")
+    if values["configure_private_interface"]:  # the user data set it up, on that NIC
+        addresses = host.check_output(f"ip -4 -o addr show dev {values['private_interface']}")
+    else:  # the cloud's network config did, on the NIC name the cloud's hardware gives
+        addresses = host.check_output("ip -4 -o addr show")
     assert f"inet {values['private_address']} " in addresses
     assert f"nameserver {values['resolver']}" in host.file("/etc/resolv.conf").content_string
