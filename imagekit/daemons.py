@@ -74,9 +74,6 @@ def uwsgi_command(venv: Path, port: int, module: str) -> list[str]:
         # http-socket drops kept-alive connections, and clients then fail
         # with ConnectionResetError on their next request.
         *("--add-header", "Connection: close", "--buffer-size", "65535"),
-        # Glance reads chunked uploads with uwsgi's chunked_read, which gives up after
-        # socket-timeout (4 s by default): Nova's snapshot upload under TCG stalls longer.
-        *("--socket-timeout", "120"),
     ]
 
 
