@@ -24,11 +24,8 @@ PREFIX = "imagekit:"
 
 def package_url(package: Package, release: str) -> PackageURL:
     qualifiers = {"arch": package.arch, "distro": release}
-    if package.source and (package.source, package.source_version) != (
-        package.name,
-        package.version,
-    ):
-        same_version = package.source_version in ("", package.version)
+    same_version = package.source_version in ("", package.version)
+    if package.source and not (package.source == package.name and same_version):
         qualifiers["upstream"] = (
             package.source if same_version else f"{package.source}@{package.source_version}"
         )
