@@ -74,6 +74,10 @@ def uwsgi_command(venv: Path, port: int, module: str) -> list[str]:
         # http-socket drops kept-alive connections, and clients then fail
         # with ConnectionResetError on their next request.
         *("--add-header", "Connection: close", "--buffer-size", "65535"),
+        # Nova's snapshot upload sends Glance 1 MiB chunks (Transfer-Encoding:
+        # chunked); uwsgi's default limit per chunk refuses them ("unable to
+        # receive chunked part").
+        *("--chunked-input-limit", str(16 * 1024 * 1024)),
     ]
 
 

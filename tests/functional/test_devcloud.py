@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import requests
 from openstack.connection import Connection
 from openstack.exceptions import NotFoundException
 from openstack.image.v2._proxy import Proxy as ImageProxy
@@ -98,6 +99,31 @@ def test_image_shared_with_one_project(cloud: DevCloud, tmp_path: Path) -> None:
     finally:
         for conn in connections:
             conn.close()
+
+
+def test_chunked_upload(cloud: DevCloud, tmp_path: Path) -> None:
+    """Nova uploads a snapshot to Glance in 1 MiB chunks of unknown total size."""
+    image_file = tmp_path / "chunked.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(image_file), "64M"], check=True)
+    data = image_file.read_bytes() + bytes(3 * 1024 * 1024)  # qcow2 allows trailing data
+    conn = cloud.connect("devcloud")
+    image = glance(conn).create_image(name="chunked", disk_format="qcow2", container_format="bare")
+    try:
+        endpoint = conn.image.get_endpoint().rstrip("/").removesuffix("/v2")
+        chunks = (data[at : at + 1024 * 1024] for at in range(0, len(data), 1024 * 1024))
+        response = requests.put(
+            f"{endpoint}/v2/images/{image.id}/file",
+            data=chunks,  # a generator: requests sends Transfer-Encoding: chunked
+            headers={"X-Auth-Token": conn.auth_token, "Content-Type": "application/octet-stream"},
+            timeout=60,
+        )
+        assert response.status_code == 204, response.text
+        uploaded = glance(conn).get_image(image.id)
+        assert (uploaded.status, uploaded.size) == ("active", len(data))
+        assert uploaded.hash_value == hashlib.sha512(data).hexdigest()
+    finally:
+        glance(conn).delete_image(image.id, ignore_missing=True)
+        conn.close()
 
 
 def test_down_leaves_no_process(cloud: DevCloud) -> None:
