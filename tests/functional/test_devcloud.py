@@ -109,12 +109,14 @@ def test_chunked_upload(cloud: DevCloud, tmp_path: Path) -> None:
     conn = cloud.connect("devcloud")
     image = glance(conn).create_image(name="chunked", disk_format="qcow2", container_format="bare")
     try:
-        endpoint = conn.image.get_endpoint().rstrip("/").removesuffix("/v2")
+        endpoint, token = conn.image.get_endpoint(), conn.auth_token
+        assert endpoint and token
+        endpoint = endpoint.rstrip("/").removesuffix("/v2")
         chunks = (data[at : at + 1024 * 1024] for at in range(0, len(data), 1024 * 1024))
         response = requests.put(
             f"{endpoint}/v2/images/{image.id}/file",
             data=chunks,  # a generator: requests sends Transfer-Encoding: chunked
-            headers={"X-Auth-Token": conn.auth_token, "Content-Type": "application/octet-stream"},
+            headers={"X-Auth-Token": token, "Content-Type": "application/octet-stream"},
             timeout=60,
         )
         assert response.status_code == 204, response.text
