@@ -74,6 +74,7 @@ class SiteTestRecord(SuiteResult):
     site: str
     run_id: str
     instances: dict[str, str] = {}  # instance name -> ROLE/BUILD_ID
+    error: str | None = None  # why the site did not come up, when it did not
 
 
 class Publication(BaseModel):

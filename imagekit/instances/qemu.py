@@ -74,6 +74,7 @@ class QemuInstance:
         # that the next command stops it and removes its files; not for --keep.
         self.stop_with_us = stop_with_us
         self._proc: subprocess.Popen[bytes] | None = None
+        self._ssh_port = 0
         self.address: SshAddress | None = None
 
     def start(self) -> SshAddress:
@@ -113,7 +114,17 @@ class QemuInstance:
             self.network_config,
         )
         self.console_log.parent.mkdir(parents=True, exist_ok=True)
-        command = self._command(overlay, seed, ssh_port)
+        self._ssh_port = ssh_port
+        self._spawn(self._command(overlay, seed, ssh_port))
+
+    def power_on(self) -> None:
+        """Start a guest that powered itself off again: same disk, same seed."""
+        if self._proc is not None and self._proc.poll() is None:
+            return
+        overlay, seed = self.workdir / "overlay.qcow2", self.workdir / "seed.iso"
+        self._spawn(self._command(overlay, seed, self._ssh_port))
+
+    def _spawn(self, command: list[str]) -> None:
         if self.netns:
             command = ["ip", "netns", "exec", self.netns, *command]
         with (self.workdir / "qemu.err").open("wb") as errors:

@@ -63,6 +63,11 @@ class Site(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> "Site":
+        if self.private_network.overlaps(self.public_network):
+            raise ValueError(
+                f"private_network {self.private_network} overlaps "
+                f"public_network {self.public_network}"
+            )
         names: set[str] = set()
         addresses: set[IPv4Address] = set()
         for instance in self.instances:
@@ -96,12 +101,21 @@ class Site(BaseModel):
                 raise ValueError(f"the site needs a {role} instance")
             if count > 1 and role != "web":
                 raise ValueError(f"the site has {count} {role} instances; it takes one")
-        web = {i.name for i in self.of_role("web")}
+        web = {str(i.name): str(i.address) for i in self.of_role("web")}
         for backend in self.lb.values.get("web_backends", []):
             name = backend.get("name") if isinstance(backend, dict) else None
+            where = f"instance '{self.lb.name}': web backend '{name}'"
             if name not in web:
+                raise ValueError(f"{where} is not a web instance")
+            if str(backend.get("address", web[name])) != web[name]:
+                raise ValueError(f"{where} is at {web[name]}, not {backend.get('address')}")
+        db_names = {self.db.name, self.fqdn(self.db), str(self.db.address)}
+        for instance in self.of_role("web"):
+            db_host = instance.values.get("db_host")
+            if db_host is not None and db_host not in db_names:
                 raise ValueError(
-                    f"instance '{self.lb.name}': web backend '{name}' is not a web instance"
+                    f"instance '{instance.name}': db_host '{db_host}' is not the site's "
+                    f"db instance ({self.fqdn(self.db)})"
                 )
         return self
 
@@ -148,6 +162,8 @@ class Site(BaseModel):
             # The network config (the cloud's, or the site test's seed) sets the addresses.
             "configure_private_interface": False,
         }
+        if instance.role != "lb":
+            values["gateway"] = str(self.lb.address)
         database = {
             "db_name": self.db_name,
             "db_user": self.db_user,
@@ -192,7 +208,9 @@ class Site(BaseModel):
             }
             subnets = [public, private]
         else:
-            subnets = [private | {"gateway": str(self.lb.address), **nameservers}]
+            # No gateway: the user data sets the default route (the lb), as on a cloud
+            # whose subnet has none.
+            subnets = [private | nameservers]
         return {
             "version": 1,
             "config": [

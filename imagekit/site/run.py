@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from imagekit.config import Config
-from imagekit.errors import ImagekitError, UserError
+from imagekit.errors import ImagekitError, Interrupted, UserError
 from imagekit.files import write_private
 from imagekit.instances.access import make_key_pair
 from imagekit.instances.qemu import Nic, QemuInstance
@@ -39,6 +39,8 @@ from imagekit.verify import pytest_command
 SUITE_DIR = CHECKOUT / "tests" / "site"
 STATE = "state.json"
 SITES_DIR = Path("/run/imagekit/sites")
+SUITE_TIMEOUT = 1800  # the whole site suite; it takes a few minutes under TCG
+STARTING_GRACE_S = 60  # a run directory without state yet may be one being made
 
 
 def sites_dir() -> Path:
@@ -131,11 +133,13 @@ class SiteRun:
     def up(self) -> None:
         """Make the namespace and boot every instance; wait until all are ready."""
         self.workdir.mkdir(mode=0o700)
+        # Recorded before there is anything to find: a run that dies from here on is
+        # cleaned up by the next one.
+        self._save_state(kept=False)
         self.reports.mkdir(parents=True)
         key_file, public_key = make_key_pair(self.workdir, f"imagekit-site-{self.run_id}")
         self._write_ssh_config(key_file)
         self.network.create()
-        self._save_state(kept=False)
         for instance in self.site.instances:
             self.members.append(self._launch(instance, public_key))
             self._save_state(kept=False)
@@ -228,18 +232,21 @@ class SiteRun:
         except subprocess.TimeoutExpired:
             return subprocess.CompletedProcess(cmd, 255, "", "timed out")
 
+    def _wait_ssh(self, member: Member, deadline: float) -> None:
+        while True:
+            if (gone := member.vm.gone()) is not None:
+                raise ImagekitError(gone)
+            if time.monotonic() > deadline:
+                raise ImagekitError(f"SSH did not answer within {self.boot_timeout:.0f}s")
+            if self.ssh(member.instance.name, "true", 90).returncode == 0:
+                return
+            time.sleep(3)
+
     def _wait_ready(self, member: Member, started: float) -> None:
         """SSH logs in (through the lb for private instances), then cloud-init is done."""
         name, deadline = member.instance.name, started + self.boot_timeout
         try:
-            while True:
-                if (gone := member.vm.gone()) is not None:
-                    raise ImagekitError(gone)
-                if time.monotonic() > deadline:
-                    raise ImagekitError(f"SSH did not answer within {self.boot_timeout:.0f}s")
-                if self.ssh(name, "true", 90).returncode == 0:
-                    break
-                time.sleep(3)
+            self._wait_ssh(member, deadline)
             member.timings["boot_to_ssh_s"] = round(time.monotonic() - started, 1)
             self.say(f"[site] {name} answers SSH after {member.timings['boot_to_ssh_s']:.0f}s")
             while True:
@@ -261,20 +268,28 @@ class SiteRun:
 
     # -- the suite --------------------------------------------------------------------------
 
-    def run_suite(self) -> tuple[Path, float]:
+    def run_suite(self, timeout: float = SUITE_TIMEOUT) -> tuple[Path, float]:
         context = self.workdir / "context.json"
         context.write_text(json.dumps(self.context(), indent=2))
         junit = self.reports / "site-report.xml"
         cmd = [*self.network.exec_prefix(), *pytest_command(junit, str(SUITE_DIR))]
         started = time.monotonic()
-        with (self.reports / "site-suite.log").open("w") as log:
-            subprocess.run(
-                cmd,
-                env={**os.environ, "IMAGEKIT_SITE_CONTEXT": str(context)},
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                check=False,
-            )
+        log_file = self.reports / "site-suite.log"
+        with log_file.open("w") as log:
+            try:
+                subprocess.run(
+                    cmd,
+                    env={**os.environ, "IMAGEKIT_SITE_CONTEXT": str(context)},
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    check=False,
+                    timeout=timeout,
+                )
+            except subprocess.TimeoutExpired:
+                # What the suite started in the namespace goes with the namespace.
+                write_error_report(junit, "site_suite", f"no result within {timeout:.0f}s")
+        if not junit.is_file():
+            write_error_report(junit, "site_suite", f"the suite wrote no report; see {log_file}")
         return junit, round(time.monotonic() - started, 1)
 
     def context(self) -> dict[str, object]:
@@ -301,7 +316,9 @@ class SiteRun:
 
     # -- results ----------------------------------------------------------------------------
 
-    def record(self, junit: Path, suite_s: float, started: float) -> SiteResult:
+    def record(
+        self, junit: Path, suite_s: float, started: float, error: str | None = None
+    ) -> SiteResult:
         checks = _checks(junit)
         counts = {k: sum(1 for _, o in checks if o == k) for k in ("failed", "error", "skipped")}
         passed = bool(checks) and not any(counts.values())
@@ -319,6 +336,7 @@ class SiteRun:
             report=str(junit),
             site=str(self.site_file),
             run_id=self.run_id,
+            error=error,
             instances={
                 m.instance.name: f"{m.instance.role}/{m.build_dir.name}" for m in self.members
             },
@@ -342,7 +360,18 @@ class SiteRun:
     # -- tear down --------------------------------------------------------------------------
 
     def keep(self) -> None:
+        """Leave the site up, whole: what the suite's fault check powered off comes back."""
+        off = [m for m in self.members if m.vm.gone() is not None]
+        for member in off:
+            member.vm.power_on()
+            self.say(f"[site] {member.instance.name} powered on again (the suite turned it off)")
         self._save_state(kept=True)
+        deadline = time.monotonic() + self.boot_timeout
+        for member in off:
+            try:
+                self._wait_ssh(member, deadline)
+            except ImagekitError as err:
+                self.say(f"[site] warning: {member.instance.name} did not come back: {err}")
 
     def down(self) -> None:
         """Stop every instance and remove the namespace and the run's files."""
@@ -366,6 +395,16 @@ class SiteRun:
         tmp = self.workdir / (STATE + ".tmp")
         tmp.write_text(json.dumps(state, indent=2))
         tmp.replace(self.workdir / STATE)
+
+
+def write_error_report(junit: Path, case: str, message: str) -> None:
+    """A JUnit report of one errored case, where the suite could not report itself."""
+    suite = ET.Element("testsuite", name="site", tests="1", errors="1")
+    ET.SubElement(ET.SubElement(suite, "testcase", name=case), "error", message=message)
+    junit.parent.mkdir(parents=True, exist_ok=True)
+    root = ET.Element("testsuites")
+    root.append(suite)
+    ET.ElementTree(root).write(junit, encoding="unicode", xml_declaration=True)
 
 
 def _checks(junit: Path) -> list[tuple[str, str]]:
@@ -417,18 +456,22 @@ def _kill(pid: int) -> None:
 
 
 def down_all(only_dead: bool = False) -> list[str]:
-    """Remove kept sites (and leftovers of runs that died); returns what was removed.
+    """Remove kept sites and the leftovers of runs that died; returns what was removed.
 
-    With only_dead, only runs whose owner is gone and that were not kept.
+    A site test still running (its owner alive, not kept) is never touched. With
+    only_dead, kept sites stay too.
     """
     removed = []
     for workdir in sorted(sites_dir().iterdir()):
         try:
             state = json.loads((workdir / STATE).read_text())
         except (OSError, ValueError):
+            if time.time() - workdir.stat().st_mtime < STARTING_GRACE_S:
+                continue  # a run that is making its directory right now
             shutil.rmtree(workdir, ignore_errors=True)
             continue
-        if only_dead and (state["kept"] or _alive(int(state["owner_pid"]))):
+        running = not state["kept"] and _alive(int(state["owner_pid"]))
+        if running or (only_dead and state["kept"]):
             continue
         teardown(state["namespace"], state["qemu"], workdir)
         removed.append(state["namespace"])
@@ -461,7 +504,15 @@ def site_test(
     started = time.monotonic()
     kept = False
     try:
-        run.up()
+        try:
+            run.up()
+        except (UserError, Interrupted):
+            raise
+        except ImagekitError as err:  # a site that does not come up is a result too
+            junit = run.reports / "site-report.xml"
+            write_error_report(junit, "site_boot", str(err))
+            run.record(junit, 0, started, error=str(err).splitlines()[0])
+            raise
         say("[site] every instance is up; running the site suite")
         junit, suite_s = run.run_suite()
         result = run.record(junit, suite_s, started)

@@ -76,6 +76,11 @@ class Common(BaseModel):
     resolver: IPv4Address | None = Field(
         IPv4Address("10.12.0.53"), description="the private name server"
     )
+    gateway: IPv4Address | None = Field(
+        None,
+        description="default route via this private address (the lb's); "
+        "default: what the cloud's network config says",
+    )
 
     @field_validator("ssh_authorized_keys")
     @classmethod
@@ -90,6 +95,10 @@ class Common(BaseModel):
             raise ValueError(
                 f"private_address {self.private_address} is outside private_network "
                 f"{self.private_network}"
+            )
+        if self.gateway is not None and self.gateway not in self.private_network:
+            raise ValueError(
+                f"gateway {self.gateway} is outside private_network {self.private_network}"
             )
         return self
 

@@ -53,6 +53,9 @@ def test_values_that_follow_from_the_site_are_derived() -> None:
     assert web.db_host == "db1.internal"
     assert str(db.bind_address) == "10.12.0.30" and str(db.client_subnet) == "10.12.0.0/16"
     assert {str(v.resolver) for v in by_name.values()} == {"10.12.0.53"}
+    # The user data routes every private instance out through the lb.
+    assert lb.gateway is None
+    assert {str(v.gateway) for n, v in by_name.items() if n != "lb1"} == {"10.12.0.1"}
     # One generated password, shared by the web instances and the database.
     password = db.db_password.get_secret_value()
     assert len(password) >= 20 and web.db_password.get_secret_value() == password
@@ -72,7 +75,7 @@ def test_an_instances_own_values_win_over_derived_ones(tmp_path: Path) -> None:
     assert isinstance(web2, Web) and web2.db_password.get_secret_value() == "wrong-password-1"
 
 
-def test_network_config_gives_gateway_and_resolver_as_a_cloud_would() -> None:
+def test_network_config_gives_addresses_and_resolver_as_a_cloud_would() -> None:
     site = load_site(DEFAULT_SITE)
     web = site.network_config(site.instances[1])
     assert web["config"] == [
@@ -84,7 +87,6 @@ def test_network_config_gives_gateway_and_resolver_as_a_cloud_would() -> None:
                 {
                     "type": "static",
                     "address": "10.12.0.11/16",
-                    "gateway": "10.12.0.1",
                     "dns_nameservers": ["10.12.0.53"],
                     "dns_search": ["internal"],
                 }
@@ -110,6 +112,25 @@ def test_network_config_gives_gateway_and_resolver_as_a_cloud_would() -> None:
         ({}, {"public_address": "203.0.113.20"}, "public_address goes with the lb"),
         ({}, {"values": {"nonsense": 1}}, "instance 'web2': unknown variable 'nonsense'"),
         ({"server_name": None}, {}, "server_name"),
+        (
+            {"public_network": "10.12.200.0/24"},
+            {},
+            "private_network 10.12.0.0/16 overlaps public_network 10.12.200.0/24",
+        ),
+        (
+            {},
+            {
+                "name": "lb1",
+                "values": {"web_backends": [{"name": "web1", "address": "10.12.0.12"}]},
+            },
+            "web backend 'web1' is at 10.12.0.11, not 10.12.0.12",
+        ),
+        (
+            {},
+            {"values": {"db_host": "db9.internal"}},
+            "db_host 'db9.internal' is not the site's db",
+        ),
+        ({}, {"values": {"gateway": "192.0.2.1"}}, "gateway 192.0.2.1 is outside private_network"),
         ({"color": "blue"}, {}, "unknown variable 'color'"),
         (
             {},
@@ -127,6 +148,23 @@ def test_bad_sites_are_one_line_naming_the_file(
     assert message in str(err.value)
     assert str(err.value).startswith(f"{path}: ")
     assert "\n" not in str(err.value)
+
+
+def test_a_missing_value_is_named(tmp_path: Path) -> None:
+    data = {key: value for key, value in EXAMPLE.items() if key != "server_name"}
+    (tmp_path / "site.yaml").write_text(yaml.safe_dump(data))
+    with pytest.raises(UserError, match=r"site\.yaml: .*server_name.*(required|missing)"):
+        load_site(tmp_path / "site.yaml")
+
+
+def test_user_data_sets_the_default_route_through_the_gateway(
+    tmp_path: Path, write_config: object
+) -> None:
+    config = write_config("ssh_keys: ['{key}']\n")  # type: ignore[operator]
+    assert main(["--config", str(config), "site", "userdata", "--output", str(tmp_path / "o")]) == 0
+    data = {path.stem: yaml.safe_load(path.read_text()) for path in (tmp_path / "o").iterdir()}
+    assert ["ip", "route", "replace", "default", "via", "10.12.0.1"] in data["db1"]["bootcmd"]
+    assert "bootcmd" not in data["lb1"]
 
 
 def test_duplicate_names_and_missing_roles(tmp_path: Path) -> None:
