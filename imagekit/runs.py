@@ -9,7 +9,8 @@ lock is free belongs to a dead run. The run records there:
 - the clouds it made things in; every cloud resource carries the run id
   (Glance property `imagekit_run`, server metadata and name, keypair name,
   floating IP description).
-A normal exit (Ctrl-C included) removes its own things and the run directory.
+A normal exit (Ctrl-C included) removes its own things and the run directory;
+when some of that failed, the directory stays and is recovered like a dead run's.
 `recover()` (run at the start of every command and by `imagekit cleanup`)
 stops and removes what dead runs left, and marks builds they left in
 "building" as failed.
@@ -43,6 +44,7 @@ class Run:
     id: str
     directory: Path
     lock: Lock
+    unfinished: bool = False  # some of our own clean-up failed
 
     def note_process(self, pid: int, marker: str, paths: list[Path]) -> None:
         """A child to stop if we die: its command line must contain marker to be ours."""
@@ -59,12 +61,22 @@ class Run:
             used[cloud].append(kind)
             _write(self.directory / CLOUDS, json.dumps(used))
 
+    def _children_alive(self) -> bool:
+        for record_file in self.directory.glob("process-*.json"):
+            record = json.loads(record_file.read_text())
+            if _runs_with(record["pid"], record["marker"]):
+                return True
+        return False
+
     def clouds(self) -> dict[str, list[str]]:
         return _clouds(self.directory)
 
     def end(self) -> None:
-        """A normal exit: our own clean-up has run, so the record goes."""
-        shutil.rmtree(self.directory, ignore_errors=True)
+        """A normal exit: our own clean-up has run, so the record goes, unless some of it
+        failed (a recorded child still running, a cloud deletion refused): then the record stays
+        for the next command's recovery, as if we had died."""
+        if not self.unfinished and not self._children_alive():
+            shutil.rmtree(self.directory, ignore_errors=True)
         self.lock.__exit__(None, None, None)
 
 
@@ -91,6 +103,13 @@ def start(cache_dir: Path) -> Run:
 
 def current() -> Run | None:
     return _current
+
+
+def leave_for_cleanup() -> None:
+    """Our own clean-up of something failed: keep the run's record when we exit, so
+    that the next command (or `imagekit cleanup`) finds what is left by the run id."""
+    if _current is not None:
+        _current.unfinished = True
 
 
 def end() -> None:

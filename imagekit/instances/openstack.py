@@ -17,6 +17,7 @@ from typing import Any
 
 from openstack.connection import Connection
 
+from imagekit import runs
 from imagekit.clouds import run_description
 from imagekit.errors import ImagekitError
 from imagekit.instances import SshAddress
@@ -153,6 +154,7 @@ class OpenStackInstance:
                 errors.append(f"{what.strip('_')}: {err}")
         shutil.rmtree(self.workdir, ignore_errors=True)
         if errors:
+            runs.leave_for_cleanup()  # everything carries our run id
             raise ImagekitError(f"{self.name}: could not delete " + "; ".join(errors))
 
 

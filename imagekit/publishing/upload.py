@@ -10,6 +10,7 @@ from keystoneauth1 import exceptions as ks_exceptions
 from openstack import exceptions as os_exceptions
 from openstack.connection import Connection
 
+from imagekit import runs
 from imagekit.clouds import glance
 from imagekit.errors import ImagekitError
 from imagekit.progress import Progress
@@ -177,3 +178,4 @@ def delete_quietly(conn: Connection, image_id: str, attempts: int = 5) -> None:
         except (os_exceptions.SDKException, *TRANSIENT):
             if attempt + 1 < attempts:
                 time.sleep(0.5 * 2**attempt)
+    runs.leave_for_cleanup()

@@ -9,6 +9,7 @@ import pytest
 from keystoneauth1 import exceptions as ks_exceptions
 from openstack import exceptions as os_exceptions
 
+from imagekit import runs
 from imagekit.config import load_config
 from imagekit.manifest import ImageFile, Manifest, Source
 from imagekit.publishing import upload
@@ -119,7 +120,7 @@ def test_reset_connections_are_retried() -> None:
 
 
 def test_a_cut_uploads_image_is_deleted_even_if_glance_refuses_at_first(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     """Glance on SQLite answered a DELETE right after a cut upload with a 500 (database
     locked) while it was still failing the upload: the half image must still go."""
@@ -140,6 +141,10 @@ def test_a_cut_uploads_image_is_deleted_even_if_glance_refuses_at_first(
     images = Images(refusals=2)
     upload.delete_quietly(SimpleNamespace(image=images), "img-1")  # type: ignore[arg-type]
     assert images.calls == [("img-1", True)] * 3
+    run = runs.start(tmp_path)
+    assert not run.unfinished
     stubborn = Images(refusals=99)  # gives up quietly after its attempts (cleanup finishes)
     upload.delete_quietly(SimpleNamespace(image=stubborn), "img-2", 4)  # type: ignore[arg-type]
     assert stubborn.calls == [("img-2", True)] * 4
+    assert run.unfinished, "the run's record stays for `imagekit cleanup`"
+    runs.end()

@@ -122,6 +122,32 @@ def test_a_normal_exit_leaves_no_record(tmp_path: Path) -> None:
     assert list((tmp_path / "runs").iterdir()) == []
 
 
+def test_a_failed_clean_up_keeps_the_record_for_the_next_command(tmp_path: Path) -> None:
+    """Our own deletion of a cloud resource failed: the record outlives us."""
+    run = runs.start(tmp_path)
+    run.note_cloud("prod", "servers")
+    runs.leave_for_cleanup()
+    runs.end()
+    assert runs.dead_runs(tmp_path) == [run.id]
+    done = runs.recover(tmp_path, lambda c, r, k: [f"deleted {k[0]} of {r} in {c}"])
+    assert done == [f"deleted servers of {run.id} in prod"]
+    assert runs.dead_runs(tmp_path) == []
+
+
+def test_a_child_still_running_at_exit_keeps_the_record(tmp_path: Path) -> None:
+    child = sleeper("marker-survivor")
+    try:
+        run = runs.start(tmp_path / "cache")
+        run.note_process(child.pid, "marker-survivor", [])
+        runs.end()
+        assert runs.dead_runs(tmp_path / "cache") == [run.id]
+        assert f"stopped pid {child.pid} left by run {run.id}" in runs.recover(tmp_path / "cache")
+        assert gone(child)
+    finally:
+        child.kill()
+        child.wait()
+
+
 def dead_or_zombie(pid: int) -> bool:
     """Gone, or a zombie waiting for init (its new parent) to reap it."""
     try:
