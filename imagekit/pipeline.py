@@ -21,8 +21,10 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -137,20 +139,30 @@ class Pipeline:
         self, runs: list[RoleRun], todos: dict[str, list[str]], names: tuple[str, ...]
     ) -> None:
         """These stages of every role, the roles side by side."""
-        threads = [
-            threading.Thread(target=self._role, args=(run, todos[run.role], names), daemon=True)
-            for run in runs
-        ]
-        for thread in threads:
-            thread.start()
+        self._wait_for([partial(self._role, run, todos[run.role], names) for run in runs])
+
+    def _wait_for(self, work: list[Callable[[], object]]) -> None:
+        """Run each in a thread and wait; on Ctrl-C or SIGTERM, stop the running stages
+        (their children clean up) and wait for that before passing it on."""
+        # Our own flags, polled: a Thread.join() cut by KeyboardInterrupt can leave the
+        # thread looking finished while it still runs (Python before 3.13).
+        done = [threading.Event() for _ in work]
+
+        def run(target: Callable[[], object], finished: threading.Event) -> None:
+            try:
+                target()
+            finally:
+                finished.set()
+
+        for target, finished in zip(work, done, strict=True):
+            threading.Thread(target=run, args=(target, finished), daemon=True).start()
         try:
-            for thread in threads:
-                while thread.is_alive():
-                    thread.join(0.5)
+            while not all(finished.is_set() for finished in done):
+                time.sleep(0.2)
         except KeyboardInterrupt:
             self._stop_all()
-            for thread in threads:
-                thread.join()
+            while not all(finished.is_set() for finished in done):
+                time.sleep(0.2)
             raise
 
     def _role(self, run: RoleRun, todo: list[str], names: tuple[str, ...]) -> None:
@@ -182,9 +194,10 @@ class Pipeline:
         log = self.logs / "site-test.log"
         self._say(f"[site] test started: {', '.join(r.role for r in taking_part)} of this run")
         started = time.monotonic()
-        returncode = self._imagekit(args, log)
+        returncodes: list[int] = []
+        self._wait_for([lambda: returncodes.append(self._imagekit(args, log))])
         seconds = round(time.monotonic() - started, 1)
-        result = "passed" if returncode == 0 else "failed"
+        result = "passed" if returncodes == [0] else "failed"
         for run in taking_part:
             stage = run.stages[STAGES.index("site")]
             stage.result, stage.seconds, stage.log = result, seconds, str(log)

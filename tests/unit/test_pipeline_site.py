@@ -5,6 +5,9 @@ The boundary faked is the child `imagekit` command: the fake records the argumen
 each stage gets and writes into the manifests what the real command records.
 """
 
+import os
+import signal
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -128,3 +131,34 @@ def test_a_failing_site_test_publishes_nothing_and_a_rerun_resumes_at_the_site(
     assert not [a for a in fake.calls if a[2] == "publish"]
     # Tested but not site-tested: the next run starts at the site test, same build.
     assert resume_point(pipeline.config, "web", "c") == ("20261125T000000Z", 2)
+
+
+def test_ctrl_c_during_the_site_test_stops_it_and_waits_for_its_clean_up(
+    write_config: Callable[[str], Path], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The site stage runs in the main thread's wait like every stage: the signal reaches
+    the child (SIGTERM to its group) and the pipeline waits until it has cleaned up."""
+    config = load_config(write_config(f"ssh_keys: ['{{key}}']\noutput_dir: {tmp_path}/out\n"))
+    fake = FakeImagekit(config, set())
+    events: list[str] = []
+    signalled = threading.Event()
+
+    def imagekit(self: Pipeline, args: list[str], log: Path) -> int:
+        if args[2] != "site":
+            return fake(args)
+        threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT)).start()
+        assert signalled.wait(10), "the site child was never told to stop"
+        time.sleep(0.5)  # its clean-up
+        events.append("site cleaned up")
+        return 130
+
+    def stop_all(self: Pipeline) -> None:
+        events.append("stop sent")
+        signalled.set()
+
+    monkeypatch.setattr(Pipeline, "_imagekit", imagekit)
+    monkeypatch.setattr(Pipeline, "_stop_all", stop_all)
+    pipeline = Pipeline(config, ["web"], "c", 2, DEFAULT_SITE)
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.run()
+    assert events == ["stop sent", "site cleaned up"]
