@@ -20,7 +20,7 @@ import shtab
 import yaml
 from openstack.connection import Connection
 
-from imagekit import changes, doctor, host, pipeline, progress, runs, verify
+from imagekit import changes, doctor, host, pipeline, processes, progress, runs, verify
 from imagekit.builders import dib, packer, recover_builds
 from imagekit.clouds import cloud_errors, connect, delete_run_leftovers
 from imagekit.config import DEFAULT_CONFIG, Config, load_config
@@ -848,7 +848,8 @@ class _OrderlyStop:
     """The one signal handler: the first stop signal unwinds, later ones are ignored.
 
     The first raises KeyboardInterrupt, so every clean-up path runs (children get
-    their own stop signal and their grace period). A second or third signal must
+    their own stop signal and their grace period); if a clean-up is already under
+    way (after an error), it is held until that clean-up is over. A second or third signal must
     not interrupt that clean-up and orphan a child halfway through its own: it is
     noted, said once, and otherwise ignored.
     """
@@ -860,6 +861,9 @@ class _OrderlyStop:
     def __call__(self, signum: int, frame: object) -> None:
         if not self.stopping:
             self.stopping = True
+            if processes.hold_stop():
+                _say("imagekit: stopping once the clean-up under way is done")
+                return
             raise KeyboardInterrupt
         if not self.told:
             self.told = True

@@ -12,8 +12,10 @@ import contextlib
 import os
 import signal
 import subprocess
+import sys
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -62,6 +64,39 @@ def signal_group(pgid: int, signum: signal.Signals) -> None:
         os.killpg(pgid, signum)
 
 
+_shield_depth = 0
+_stop_held = False
+
+
+@contextlib.contextmanager
+def shielded() -> Iterator[None]:
+    """A clean-up that a stop signal must not cut short (stopping children, deleting
+    what we made): a first signal that arrives meanwhile is held, and raised as
+    KeyboardInterrupt when the clean-up is over."""
+    global _shield_depth, _stop_held
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signals interrupt only the main thread
+        return
+    _shield_depth += 1
+    try:
+        yield
+    finally:
+        _shield_depth -= 1
+    # Raised only if nothing is on its way up already (an error being cleaned up
+    # after stays the error; the stop is then done by the error's own exit).
+    if _shield_depth == 0 and _stop_held and sys.exc_info()[1] is None:
+        _stop_held = False
+        raise KeyboardInterrupt
+
+
+def hold_stop() -> bool:
+    """For the signal handler: if a clean-up is under way, hold the stop until it ends."""
+    global _stop_held
+    if _shield_depth:
+        _stop_held = True
+    return _stop_held
+
+
 def stop_groups(
     pgids: list[int],
     signum: signal.Signals = signal.SIGTERM,
@@ -70,12 +105,13 @@ def stop_groups(
 ) -> None:
     """Stop these process groups: signum, up to `grace` seconds (calling
     `while_waiting`, say to keep reading their output), then SIGKILL."""
-    for sig, wait in ((signum, grace), (signal.SIGKILL, 5.0)):
-        for pgid in pgids:
-            signal_group(pgid, sig)
-        if wait_gone(pgids, wait, while_waiting):
-            return
-    raise ImagekitError(f"process groups {pgids} do not stop")
+    with shielded():
+        for sig, wait in ((signum, grace), (signal.SIGKILL, 5.0)):
+            for pgid in pgids:
+                signal_group(pgid, sig)
+            if wait_gone(pgids, wait, while_waiting):
+                return
+        raise ImagekitError(f"process groups {pgids} do not stop")
 
 
 def wait_gone(

@@ -3,6 +3,7 @@
 How much shows is the CLI's choice (`-q`, default, `-v`): `set_verbosity()`.
 """
 
+import contextlib
 import shutil
 import sys
 import threading
@@ -55,8 +56,7 @@ class Progress:
             if self.tty:
                 width = shutil.get_terminal_size().columns - 1
                 text = f"{self._prefix()} {stage} {detail}".rstrip()
-                self.stream.write(f"\r{text[:width]}\x1b[K")
-                self.stream.flush()
+                self._write(f"\r{text[:width]}\x1b[K")
             elif stage != self._stage:
                 self._line(stage)
             elif _verbosity >= VERBOSE and detail and detail != self._detail:
@@ -72,8 +72,7 @@ class Progress:
         if _verbosity == QUIET:
             return
         with self._lock:
-            self.stream.write(("\r\x1b[K" if self.tty else "") + f"{self._prefix()} {message}\n")
-            self.stream.flush()
+            self._write(("\r\x1b[K" if self.tty else "") + f"{self._prefix()} {message}\n")
 
     def beat(self, every: float) -> None:
         """A line if none was written for `every` seconds (called by the heartbeat)."""
@@ -83,9 +82,14 @@ class Progress:
                 self._line(f"{doing} (still running)")
 
     def _line(self, text: str) -> None:
-        self.stream.write(f"{self._prefix()} {text}\n")
-        self.stream.flush()
+        self._write(f"{self._prefix()} {text}\n")
         self._last_line = time.monotonic()
+
+    def _write(self, text: str) -> None:
+        # After a hang-up the terminal is gone: progress must not break the clean-up.
+        with contextlib.suppress(OSError, ValueError):
+            self.stream.write(text)
+            self.stream.flush()
 
     def _prefix(self) -> str:
         return f"[{self.label} {elapsed(time.monotonic() - self.started)}]"

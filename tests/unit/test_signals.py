@@ -74,6 +74,50 @@ def test_later_signals_never_abandon_the_childs_clean_up(
     assert err.strip().splitlines()[-1] == "imagekit: interrupted"
 
 
+# A command whose child fails on its own; while imagekit stops what the child left
+# (a second child that takes 2 s to clean up), a first Ctrl-C arrives.
+ERROR_SCRIPT = """
+import os, signal, sys, subprocess
+from pathlib import Path
+from imagekit import cli, processes
+from imagekit.errors import ImagekitError
+
+LINGER = (
+    'trap "sleep 2; echo done > $WORK/cleaned; exit 1" TERM; '
+    'echo ready; while :; do sleep 0.1; done'
+)
+
+def command(args):
+    work = Path(sys.argv[1])
+    env = {"PATH": os.environ["PATH"], "WORK": str(work)}
+    helper = processes.spawn(["sh", "-c", LINGER], stdout=subprocess.PIPE, env=env)
+    print(helper.stdout.readline().decode(), end="", flush=True)
+    try:
+        raise ImagekitError("the build failed")
+    finally:
+        processes.stop_groups([helper.pid], grace=10)
+
+cli._doctor = command
+sys.exit(cli.main(["doctor"]))
+"""
+
+
+def test_a_first_signal_during_a_clean_up_after_an_error_waits_for_it(tmp_path: Path) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", ERROR_SCRIPT, str(tmp_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
+    time.sleep(0.5)  # the clean-up is under way
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert (tmp_path / "cleaned").read_text() == "done\n", "the clean-up was not cut short"
+    assert "imagekit: stopping once the clean-up under way is done" in err
+    assert "imagekit: error: the build failed" in err and proc.returncode == 1, err
+
+
 def test_internal_error_is_one_line_unless_debug(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
