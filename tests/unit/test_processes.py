@@ -86,7 +86,7 @@ def test_a_stop_held_during_a_clean_up_is_raised_when_it_ends() -> None:
     assert not processes.hold_stop(), "no clean-up under way: nothing to hold"
     inner_done = False
     with pytest.raises(KeyboardInterrupt), processes.shielded():
-        with processes.shielded():  # noqa: SIM117 (two nested clean-ups)
+        with processes.shielded():
             assert processes.hold_stop()
         inner_done = True  # the outer clean-up goes on: the stop waits for it
     assert inner_done
