@@ -18,6 +18,8 @@ if TYPE_CHECKING:  # the SDK's proxy classes, for the type checker only (private
     from openstack.image.v2._proxy import Proxy as GlanceV2
 
 TOOL_TAG = "imagekit"
+# The property of an image that exists only during a build (Packer's snapshot).
+INTERMEDIATE = "imagekit_intermediate"
 # keystoneauth warns on stderr before failing; the failure itself says what matters.
 logging.getLogger("keystoneauth").setLevel(logging.ERROR)
 # What the SDK and keystoneauth raise (after their own retries) for a cloud's failure.
@@ -91,17 +93,19 @@ def run_description(run_id: str) -> str:
 def delete_run_leftovers(cloud: str, run_id: str, kinds: list[str]) -> list[str]:
     """Delete what a dead run left in the cloud, found by its run id and checked before.
 
-    Images: only unfinished uploads (not active); an active one is verified or
-    replaced by the next publish. Servers, keypairs, floating IPs, ports: all of them
-    (throwaway by definition).
+    Images: unfinished uploads (not active; an active one is verified or replaced
+    by the next publish) and intermediates in any state (Packer's snapshot, which a
+    build downloads and deletes). Servers, keypairs, floating IPs, ports: all of
+    them (throwaway by definition).
     """
     conn = connect(cloud)
     done: list[str] = []
     with cloud_errors(cloud, f"clean-up of run {run_id}"):
         if "images" in kinds:
             for image in glance(conn).images(owner=conn.current_project_id, tag=TOOL_TAG):
-                ours = (image.properties or {}).get("imagekit_run") == run_id
-                if ours and image.status != "active":
+                properties = image.properties or {}
+                ours = properties.get("imagekit_run") == run_id
+                if ours and (image.status != "active" or INTERMEDIATE in properties):
                     glance(conn).delete_image(image, ignore_missing=True)
                     done.append(f"deleted {image.status} image {image.id} in '{cloud}'")
         if "servers" in kinds:

@@ -22,7 +22,14 @@ from openstack.exceptions import ConfigException
 
 from imagekit import runs
 from imagekit.builders import dib, run_build, run_logged
-from imagekit.clouds import CLOUD_ERRORS, TOOL_TAG, cloud_errors, connect, glance
+from imagekit.clouds import (
+    CLOUD_ERRORS,
+    INTERMEDIATE,
+    TOOL_TAG,
+    cloud_errors,
+    connect,
+    glance,
+)
 from imagekit.config import Config
 from imagekit.errors import ImagekitError, UserError
 from imagekit.host import Requirement, kvm_usable, vm_cpus
@@ -238,8 +245,9 @@ def build_on_cloud(config: Config, role: str, cloud: str, progress: Progress | N
         work.mkdir(parents=True)
         run = runs.current()
         run_id = run.id if run else build_dir.name
-        if run is not None:
-            run.note_cloud(cloud, "servers")  # the build server, if we die
+        if run is not None:  # the build server and the snapshot, if we die
+            run.note_cloud(cloud, "servers")
+            run.note_cloud(cloud, "images")
         snapshot = f"imagekit-{role}-packer-{build_dir.name}"
         try:
             key_file, public_key = make_key_pair(work, BUILD_KEY_COMMENT)
@@ -262,7 +270,11 @@ def build_on_cloud(config: Config, role: str, cloud: str, progress: Progress | N
                 "image_name": snapshot,
                 "image_members": [],
                 "image_tags": [TOOL_TAG],
-                "metadata": {"imagekit_builder": "packer", "imagekit_run": run_id},
+                "metadata": {
+                    "imagekit_builder": "packer",
+                    "imagekit_run": run_id,
+                    INTERMEDIATE: "packer snapshot",
+                },
                 "instance_name": f"imagekit-packer-{role}-{run_id}",
                 "instance_metadata": {"imagekit": "throwaway", "imagekit_run": run_id},
             }

@@ -8,10 +8,11 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
-from imagekit import runs
+from imagekit import clouds, runs
 from imagekit.builders import recover_builds
 from imagekit.config import load_config
 from imagekit.errors import ImagekitError
@@ -228,3 +229,42 @@ def test_a_build_whose_builder_died_is_marked_failed(
     for untouched in (running, legacy):
         assert Manifest.read(untouched).status == "building"
         assert (untouched / "web.qcow2").exists()
+
+
+def test_a_dead_runs_images_in_the_cloud_half_uploads_and_intermediates_go(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """What the clean-up asks Glance to delete: a dead run's queued upload and its Packer
+    snapshot (active), never its finished image nor another run's."""
+
+    def image(image_id: str, status: str, run: str, **properties: str) -> SimpleNamespace:
+        props = {"imagekit_run": run, **properties}
+        return SimpleNamespace(id=image_id, status=status, properties=props)
+
+    images = [
+        image("half", "queued", "dead-run"),
+        image("snapshot", "active", "dead-run", imagekit_intermediate="packer snapshot"),
+        image("published", "active", "dead-run"),
+        image("other", "queued", "live-run"),
+    ]
+    deleted: list[str] = []
+    listed: list[dict[str, object]] = []
+
+    def list_images(**query: object) -> list[SimpleNamespace]:
+        listed.append(query)
+        return images
+
+    glance = SimpleNamespace(
+        api_version="2",
+        images=list_images,
+        delete_image=lambda image, ignore_missing: deleted.append(image.id),
+    )
+    conn = SimpleNamespace(image=glance, current_project_id="p1")
+    monkeypatch.setattr(clouds, "connect", lambda cloud: conn)
+    done = clouds.delete_run_leftovers("prod", "dead-run", ["images"])
+    assert deleted == ["half", "snapshot"]
+    assert listed == [{"owner": "p1", "tag": "imagekit"}]
+    assert done == [
+        "deleted queued image half in 'prod'",
+        "deleted active image snapshot in 'prod'",
+    ]
