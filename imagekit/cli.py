@@ -574,8 +574,11 @@ def _cloud(args: argparse.Namespace) -> str:
     return cloud
 
 
-def _preflight(config: Config, cloud: str) -> None:
-    """What a pipeline needs, checked before its first build: a typo costs seconds, not a night."""
+def _preflight(config: Config, cloud: str, install: bool = True) -> None:
+    """What a pipeline needs, checked before its first build: a typo costs seconds, not a night.
+
+    The cloud and its members, room on disk, the host's tools for every stage
+    (installed now, or named when `install` is off)."""
     conn = connect(cloud, authenticate=True)
     identity = (
         connect(config.publish.identity_cloud, authenticate=True)
@@ -591,6 +594,7 @@ def _preflight(config: Config, cloud: str) -> None:
             raise ImagekitError(
                 f"{directory}: {free_gib:.1f} GiB free, a pipeline needs at least {need_gib} GiB"
             )
+    host.ensure_requirements(host.BUILD_REQUIREMENTS + host.SITE_REQUIREMENTS, install=install)
 
 
 def _pipeline(args: argparse.Namespace) -> int:
@@ -601,7 +605,7 @@ def _pipeline(args: argparse.Namespace) -> int:
     site = args.site or DEFAULT_SITE
     load_site(site)  # a bad site description is exit 2 before the first build
     cloud = _cloud(args)
-    _preflight(config, cloud)
+    _preflight(config, cloud, install=not args.dry_run)  # a dry run changes nothing
     run = pipeline.Pipeline(config, roles, cloud, args.test_jobs, site)
     if args.dry_run:
         print(pipeline.dry_run(run))

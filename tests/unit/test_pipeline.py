@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from imagekit import cli
+from imagekit import cli, host
 from imagekit.config import load_config
 from imagekit.devcloud import DevCloud
+from imagekit.errors import ImagekitError
 from imagekit.manifest import ImageFile, Publication, SuiteResult
 from imagekit.pipeline import resume_point
 from tests.unit.manifests import make_manifest
@@ -88,6 +89,17 @@ def test_the_pipeline_checks_the_cloud_before_any_build(
 
     typo = imagekit(path, "pipeline", "web", "--cloud", "prdo", *dry_run, clouds=UNREACHABLE)
     assert typo.returncode == 2 and "--cloud prdo:" in typo.stderr
+
+
+def test_the_pipeline_checks_the_host_tools_of_every_stage_first(
+    write_config: WriteConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The site stage's `ip` missing is found before the first build."""
+    config = load_config(write_config("ssh_keys: [{key}]\n"))
+    monkeypatch.setattr(host, "which", lambda command: None if command == "ip" else "/bin/x")
+    monkeypatch.setattr(cli, "connect", lambda *args, **kwargs: None)  # the cloud answers
+    with pytest.raises(ImagekitError, match=r"missing host packages: iproute2 \(run: imagekit"):
+        cli._preflight(config, "prod", install=False)
 
 
 @pytest.mark.parametrize("command", ["publish", "pipeline"])
