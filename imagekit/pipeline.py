@@ -21,7 +21,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from functools import partial
@@ -31,6 +31,7 @@ from typing import Any
 from imagekit import changes, processes
 from imagekit.config import Config
 from imagekit.locking import Lock
+from imagekit.manifest import SuiteResult
 from imagekit.store import Store
 
 STAGES = ("build", "test", "site", "publish")
@@ -87,7 +88,25 @@ def resume_point(config: Config, role: str, cloud: str) -> tuple[str | None, int
         return None, 0  # finished: tonight gets a new build
     if manifest.tested and manifest.site_tested:
         return manifest.build_id, STAGES.index("publish")
+    # A failure may be the host's (a slow boot): one more try. A stage that failed twice
+    # on this build will not pass a third time: a new build, with whatever was fixed.
+    records: Sequence[SuiteResult] = manifest.site_tests if manifest.tested else manifest.tests
+    if _failures_in_a_row(records) >= RETRIES_PER_BUILD + 1:
+        return None, 0
     return manifest.build_id, STAGES.index("site" if manifest.tested else "test")
+
+
+RETRIES_PER_BUILD = 1
+
+
+def _failures_in_a_row(records: Sequence[SuiteResult]) -> int:
+    """Failed runs at the end of the records (since the last one that passed)."""
+    count = 0
+    for record in reversed(records):
+        if record.passed:
+            break
+        count += 1
+    return count
 
 
 class Pipeline:

@@ -13,7 +13,7 @@ from imagekit import cli, host
 from imagekit.config import load_config
 from imagekit.devcloud import DevCloud
 from imagekit.errors import ImagekitError
-from imagekit.manifest import ImageFile, Publication, SuiteResult
+from imagekit.manifest import ImageFile, Manifest, Publication, SiteTestRecord, SuiteResult
 from imagekit.pipeline import resume_point
 from tests.unit.manifests import make_manifest
 
@@ -54,6 +54,31 @@ def test_a_publication_is_finished_before_a_new_build(
     assert resume_point(config, "web", "prod") == plan
     # A complete publication in another cloud does not count for this one.
     assert resume_point(config, "web", "staging") == ("B1", 2)
+
+
+def test_a_build_that_failed_a_stage_twice_is_replaced_not_retried_forever(
+    write_config: WriteConfig,
+) -> None:
+    config = load_config(write_config("ssh_keys: [{key}]\n"))
+    built(config.output_dir, "B1", [])
+    failed, passed = SuiteResult(when="t", passed=False), SuiteResult(when="t", passed=True)
+    build_dir = config.output_dir / "web" / "B1"
+
+    def tests(records: list[SuiteResult], site: list[SuiteResult]) -> tuple[str | None, int]:
+        manifest = Manifest.read(build_dir)
+        manifest.tests, manifest.site_tests = (
+            records,
+            [SiteTestRecord(**r.model_dump(), site="s", run_id="r") for r in site],
+        )
+        manifest.write(build_dir)
+        return resume_point(config, "web", "prod")
+
+    assert tests([], []) == ("B1", 1), "never tested (interrupted): test it"
+    assert tests([failed], []) == ("B1", 1), "failed once: one more try"
+    assert tests([failed, failed], []) == (None, 0), "failed twice: a new build"
+    assert tests([failed, failed, passed], [failed]) == ("B1", 2), "the site once more"
+    assert tests([passed], [failed, failed]) == (None, 0)
+    assert tests([passed], [failed, passed, failed]) == ("B1", 2)
 
 
 def imagekit(config: Path, *args: str, clouds: str) -> subprocess.CompletedProcess[str]:
