@@ -149,7 +149,12 @@ class Config(StrictModel):
     @classmethod
     def _absolute(cls, value: Path, info: ValidationInfo) -> Path:
         base: Path = (info.context or {}).get("base_dir", Path.cwd())
-        return (base / value.expanduser()).resolve()
+        path = (base / value.expanduser()).resolve()
+        # Made on first use: whatever is on the way there must be a directory.
+        for part in (path, *path.parents):
+            if part.exists() and not part.is_dir():
+                raise ValueError(f"{part} is not a directory")
+        return path
 
     @property
     def public_keys(self) -> list[PublicKey]:

@@ -74,6 +74,19 @@ def test_binary_config(
     assert _tree(tmp_path) == {path}
 
 
+@pytest.mark.parametrize("key", ["cache_dir", "output_dir"])
+@pytest.mark.parametrize("command", [["cleanup"], ["build", "web"], ["builds"]])
+def test_a_config_directory_that_is_a_file(
+    capsys: pytest.CaptureFixture[str], write_config: WriteConfig, key: str, command: list[str]
+) -> None:
+    path = write_config(f"ssh_keys: [{{key}}]\n{key}: not-a-dir/sub\n")
+    (path.parent / "not-a-dir").write_text("a file\n")
+    before = _tree(path.parent)
+    argv = ["--config", str(path), *command]
+    _refused(capsys, argv, str(path), key, f"{path.parent / 'not-a-dir'} is not a directory")
+    assert _tree(path.parent) == before
+
+
 @pytest.mark.parametrize(
     ("data", "problem"),
     [
