@@ -742,11 +742,13 @@ def _list_images(conn: Connection, role: str) -> None:
 def _builds(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     store = Store(config.output_dir)
-    rows = [
-        describe(build, manifest)
-        for role in resolve_roles(args.roles or ["all"])
-        for build, manifest in store.readable(role)
-    ]
+    rows = []
+    for role in resolve_roles(args.roles or ["all"]):
+        for build in store.builds(role):
+            try:
+                rows.append(describe(build, build.manifest()))
+            except UserError as err:  # listed as unreadable: it blocks nothing else
+                _say(f"imagekit: warning: {err}")
     if args.format != "table":
         _emit([dataclasses.asdict(row) for row in rows], args)
         return 0

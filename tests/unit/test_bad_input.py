@@ -170,6 +170,11 @@ def test_corrupt_manifest_is_one_line_naming_it(
     (build_dir / MANIFEST).write_bytes(b'{"role": "web", "build_id": \xff')
     argv = ["--config", str(config), "test", "web", "--build", BUILD_ID]
     _refused(capsys, argv, str(build_dir / MANIFEST), "corrupt manifest")
+    # `builds` lists the others and names the corrupt one on stderr.
+    assert main(["--config", str(config), "builds"]) == 0
+    out, err = capsys.readouterr()
+    assert BUILD_ID not in out
+    assert err.startswith("imagekit: warning: ") and str(build_dir / MANIFEST) in err
 
 
 def _userdata(output: Path) -> list[str]:
