@@ -3,13 +3,17 @@
 import re
 import subprocess
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+
+import pytest
 
 from imagekit import verify
 from imagekit.config import Config
-from imagekit.instances import throwaway
+from imagekit.instances import SshAddress, throwaway
 from imagekit.instances.access import connect, run
 from imagekit.instances.qemu import QemuInstance
+from imagekit.manifest import SuiteResult
 from imagekit.roles import get_role
 
 Built = Callable[[str], Path]
@@ -22,31 +26,46 @@ def no_qemu_left() -> None:
     assert running.stdout == "", "a throwaway VM was left running"
 
 
-def test_a_suite_fails_on_an_image_that_lacks_what_it_checks(
-    built: Built, config: Config, tmp_path: Path
-) -> None:
-    """The web suite against the dns image (no Nginx, no PHP) must fail."""
-    image = built("dns") / "dns.qcow2"
-    instance = QemuInstance(image, config.admin_user, "ft-negative")
+@dataclass
+class Boot:
+    host_key: str
+    machine_id: str
+    suite: SuiteResult
+
+
+def identity(address: SshAddress) -> tuple[str, str]:
+    """The instance's SSH host key fingerprint and machine-id."""
+    with connect(address) as client:
+        _, host_key = run(client, "ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub", 30)
+        _, machine_id = run(client, "cat /etc/machine-id", 30)
+    return host_key.split()[1], machine_id.strip()
+
+
+@pytest.fixture(scope="module")
+def dns_boot(built: Built, config: Config, tmp_path_factory: pytest.TempPathFactory) -> Boot:
+    """One boot of the dns image that serves two tests: the web suite run against it, and
+    the first of two boots whose identities must differ (a boot less in CI)."""
+    instance = QemuInstance(built("dns") / "dns.qcow2", config.admin_user, "ft-negative")
     with throwaway(instance) as address:
-        junit = tmp_path / "report.xml"
-        result = verify.run_suite(config, "web", address, junit, [get_role("web").suite])
-    assert not result.passed
-    assert result.failures >= 2
+        junit = tmp_path_factory.mktemp("negative") / "report.xml"
+        suite = verify.run_suite(config, "web", address, junit, [get_role("web").suite])
+        return Boot(*identity(address), suite)
+
+
+def test_a_suite_fails_on_an_image_that_lacks_what_it_checks(dns_boot: Boot) -> None:
+    """The web suite against the dns image (no Nginx, no PHP) must fail."""
+    assert not dns_boot.suite.passed
+    assert dns_boot.suite.failures >= 2
     no_qemu_left()
 
 
-def test_each_boot_makes_its_own_host_keys_and_machine_id(built: Built, config: Config) -> None:
-    image = built("web") / "web.qcow2"
-    seen = []
-    for n in range(2):
-        with throwaway(QemuInstance(image, config.admin_user, f"ft-twice-{n}")) as address:
-            client = connect(address)
-            with client:
-                _, host_key = run(client, "ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub", 30)
-                _, machine_id = run(client, "cat /etc/machine-id", 30)
-            seen.append((host_key.split()[1], machine_id.strip()))
-    (key_a, id_a), (key_b, id_b) = seen
-    assert key_a != key_b, "SSH host keys are made per instance"
-    assert id_a != id_b and re.fullmatch(r"[0-9a-f]{32}", id_a)
+def test_each_boot_makes_its_own_host_keys_and_machine_id(
+    built: Built, config: Config, dns_boot: Boot
+) -> None:
+    instance = QemuInstance(built("dns") / "dns.qcow2", config.admin_user, "ft-twice")
+    with throwaway(instance) as address:
+        host_key, machine_id = identity(address)
+    assert host_key != dns_boot.host_key, "SSH host keys are made per instance"
+    assert machine_id != dns_boot.machine_id
+    assert re.fullmatch(r"[0-9a-f]{32}", machine_id)
     no_qemu_left()
