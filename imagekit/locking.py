@@ -2,10 +2,10 @@
 
 import fcntl
 import os
-import sys
 from pathlib import Path
 from types import TracebackType
 
+from imagekit import progress
 from imagekit.errors import BusyError
 
 
@@ -30,11 +30,7 @@ class Lock:
                 raise BusyError(
                     f"{self.what} is already running (pid {holder}, lock {self.path})"
                 ) from None
-            print(
-                f"imagekit: waiting for {self.what} (pid {holder}, lock {self.path})",
-                file=sys.stderr,
-                flush=True,
-            )
+            progress.say(f"imagekit: waiting for {self.what} (pid {holder}, lock {self.path})")
             fcntl.flock(fd, fcntl.LOCK_EX)
         os.ftruncate(fd, 0)
         os.write(fd, str(os.getpid()).encode())

@@ -28,7 +28,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from imagekit import changes, processes
+from imagekit import changes, processes, progress
 from imagekit.config import Config
 from imagekit.locking import Lock
 from imagekit.manifest import SuiteResult
@@ -301,8 +301,7 @@ class Pipeline:
         self._say("stopping: running stages clean up and exit")
 
     def _say(self, line: str) -> None:
-        with self.lock:
-            print(line, file=sys.stderr, flush=True)
+        progress.say(line, warning=True)  # the nightly log's record of each stage
 
     def _write_summary(self, runs: list[RoleRun]) -> None:
         store = Store(self.config.output_dir)

@@ -1,4 +1,5 @@
-"""A one-line progress display for long steps; the full output goes to a log.
+"""What the library tells the user while it works: a one-line progress display for
+long steps (the full output goes to a log), and `say()` for a note or a warning.
 
 How much shows is the CLI's choice (`-q`, default, `-v`): `set_verbosity()`.
 """
@@ -21,6 +22,18 @@ HEARTBEAT_S = 30.0
 def set_verbosity(level: int) -> None:
     global _verbosity
     _verbosity = level
+
+
+_say_lock = threading.Lock()
+
+
+def say(line: str, warning: bool = False) -> None:
+    """A line on stderr for the user (warnings even under -q); threads take turns, and a
+    terminal that went away (a hang-up) never breaks the work."""
+    if _verbosity == QUIET and not warning:
+        return
+    with _say_lock, contextlib.suppress(OSError, ValueError):
+        print(line, file=sys.stderr, flush=True)
 
 
 def elapsed(seconds: float) -> str:

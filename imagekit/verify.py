@@ -26,7 +26,7 @@ from imagekit.manifest import (
     check_qcow2,
     utc_now,
 )
-from imagekit.progress import Progress
+from imagekit.progress import Progress, say
 from imagekit.publishing.attributes import image_name
 from imagekit.roles import CHECKOUT, SUITES_DIR, get_role
 from imagekit.store import Store
@@ -273,7 +273,7 @@ def test_image(
         progress.close()
     progress.finish(f"suite {'passed' if record.passed else 'FAILED'}")
     if keep:
-        print(f"instance left running: {instance.describe()}", file=sys.stderr)
+        say(f"instance left running: {instance.describe()}", warning=True)
     record.backend = type(instance).__name__
     record.accelerator = instance.accelerator
     record.total_s = round(time.monotonic() - started, 1)

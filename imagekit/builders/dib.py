@@ -15,7 +15,7 @@ from imagekit.cleanup import sweep
 from imagekit.config import Config
 from imagekit.locking import Lock
 from imagekit.manifest import Package, read_package_list
-from imagekit.progress import Progress
+from imagekit.progress import Progress, say
 from imagekit.roles import DISTRO_ELEMENTS, ELEMENTS_DIR, role_element
 
 CLOUD_INIT_DATASOURCES = "NoCloud, ConfigDrive, OpenStack"
@@ -103,7 +103,7 @@ def build(config: Config, role: str, progress: Progress | None = None) -> Path:
             # written in place: one build at a time uses them.
             with Lock(cache / ".lock", f"another build using {cache}", wait=True):
                 for action in check_debootstrap_cache(cache):
-                    print(f"imagekit: {action}", file=sys.stderr)
+                    say(f"imagekit: {action}")
                 run_logged(
                     command(config, role, build_dir),
                     environment(config, tmp_dir),

@@ -1,6 +1,5 @@
 """`imagekit publish`: a tested build to Glance, verified, shared, old images rotated."""
 
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +16,7 @@ from imagekit.manifest import (
     Publication,
     utc_now,
 )
-from imagekit.progress import Progress
+from imagekit.progress import Progress, say
 from imagekit.publishing.attributes import image_attributes, image_name
 from imagekit.publishing.rotation import RotationPlan, rotate
 from imagekit.publishing.sharing import resolve_projects, share
@@ -106,10 +105,10 @@ def publish(
     assert manifest.image is not None
     forced = not manifest.tested
     if forced:
-        print(
+        say(
             f"imagekit: warning: publishing untested build {manifest.build_id} "
             f"of '{role}' (--force)",
-            file=sys.stderr,
+            warning=True,
         )
     conn = connect(cloud, authenticate=True)
     identity = (

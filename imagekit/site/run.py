@@ -14,7 +14,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -23,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from imagekit import progress
 from imagekit.config import Config
 from imagekit.errors import ImagekitError, Interrupted, UserError
 from imagekit.files import write_private
@@ -111,7 +111,7 @@ class SiteRun:
         builds: dict[str, Path],
         identity: Path | None = None,
         boot_timeout: float = 1200,
-        say: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True),
+        say: Callable[[str], None] = progress.say,
     ) -> None:
         self.config = config
         self.site = site.with_secrets()
@@ -495,7 +495,7 @@ def site_test(
     builds: dict[str, Path],
     keep: bool = False,
     identity: Path | None = None,
-    say: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True),
+    say: Callable[[str], None] = progress.say,
 ) -> SiteResult:
     """Boot the site, run its suite, record the result; remove it all unless kept."""
     for leftover in down_all(only_dead=True):
