@@ -244,10 +244,10 @@ def read_package_list(path: Path) -> list[Package]:
     ]
 
 
-def check_build_id(build_id: str) -> str:
+def check_build_id(build_id: str, option: str = "--build ") -> str:
     """A build id from the command line: never a path (`../lb/ID`, `/tmp/x`)."""
     if not BUILD_ID.fullmatch(build_id):
-        raise UserError(f"--build {build_id!r}: not a build id (like 20260101T020000Z)")
+        raise UserError(f"{option}{build_id!r}: not a build id (like 20260101T020000Z)")
     return build_id
 
 

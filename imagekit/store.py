@@ -94,7 +94,7 @@ class Store:
 
     def get(self, role: str, build_id: str, option: str = "--build ") -> Build:
         """A finished build named on the command line; one line if there is none."""
-        build = Build(role, self.role_dir(role) / check_build_id(build_id))
+        build = Build(role, self.role_dir(role) / check_build_id(build_id, option))
         given = f"{option}{build_id}"
         if not build.manifest_file.is_file():
             raise UserError(f"{given}: no finished build of '{role}' in {self.role_dir(role)}")

@@ -87,6 +87,8 @@ def test_imagekit_diff_defaults_to_the_two_newest_builds(
     assert "1 downgraded" in capsys.readouterr().out
     assert main(["--config", str(config.source), "diff", "web", NEW.build_id]) == 2
     assert "the same build" in capsys.readouterr().err
+    assert main(["--config", str(config.source), "diff", "web", "../lb/x"]) == 2
+    assert "imagekit: error: OLD '../lb/x': not a build id" in capsys.readouterr().err
 
 
 def test_the_pipeline_compares_with_the_build_published_before(tmp_path: Path) -> None:
