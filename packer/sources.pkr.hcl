@@ -32,8 +32,8 @@ source "qemu" "role" {
   ]
 }
 
-# Credentials come from the OS_* environment, which imagekit sets from the
-# clouds.yaml entry (no secret in any file).
+# The cloud is the clouds.yaml entry that imagekit names in OS_CLOUD (with
+# OS_CLIENT_CONFIG_FILE): Packer reads credentials, CA and region from it itself.
 source "openstack" "role" {
   source_image        = var.source_image
   source_image_name   = var.source_image_name

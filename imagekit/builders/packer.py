@@ -112,24 +112,19 @@ def variables(
 
 
 def openstack_environment(cloud: str) -> dict[str, str]:
-    """The clouds.yaml entry as the OS_* variables Packer's openstack source reads."""
+    """How Packer's openstack source finds the cloud: the same clouds.yaml entry (and
+    secure.yaml) that openstacksdk found, read by Packer itself, so that application
+    credentials, domains, CA and TLS settings all reach it, and no secret is copied."""
+    config = openstack.config.OpenStackConfig()
     try:
-        region = openstack.config.OpenStackConfig().get_one(cloud=cloud)
+        config.get_one(cloud=cloud)
     except ConfigException as err:
         raise UserError(f"--cloud {cloud}: {str(err).splitlines()[0]}") from None
-    auth = region.config.get("auth", {})
-    names = {
-        "auth_url": "OS_AUTH_URL",
-        "username": "OS_USERNAME",
-        "password": "OS_PASSWORD",
-        "project_name": "OS_PROJECT_NAME",
-        "project_id": "OS_PROJECT_ID",
-        "user_domain_name": "OS_USER_DOMAIN_NAME",
-        "project_domain_name": "OS_PROJECT_DOMAIN_NAME",
-    }
-    env = {variable: str(auth[key]) for key, variable in names.items() if auth.get(key)}
-    if region.region_name:
-        env["OS_REGION_NAME"] = region.region_name
+    if not config.config_filename:
+        raise UserError(f"--cloud {cloud}: Packer needs the cloud in a clouds.yaml file")
+    env = {"OS_CLOUD": cloud, "OS_CLIENT_CONFIG_FILE": str(config.config_filename)}
+    if config.secure_config_filename:
+        env["OS_CLIENT_SECURE_FILE"] = str(config.secure_config_filename)
     return env
 
 

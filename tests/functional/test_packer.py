@@ -5,6 +5,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
 from imagekit.builders import packer
 from imagekit.config import Config, OpenStackSettings
@@ -64,7 +65,13 @@ def test_openstack_source_validates_against_the_dev_cloud(
             timeout=120,
         )
 
+    assert set(credentials) == {"OS_CLOUD", "OS_CLIENT_CONFIG_FILE"}, "no secret in the env"
     result = validate(credentials)
     assert result.returncode == 0, result.stdout + result.stderr
-    refused = validate({**credentials, "OS_PASSWORD": "wrong"})
+    # Packer reads the entry itself: a clouds.yaml with a wrong password is refused.
+    clouds = yaml.safe_load(devcloud.clouds_yaml.read_text())
+    clouds["clouds"]["devcloud"]["auth"]["password"] = "wrong"
+    wrong = tmp_path / "clouds.yaml"
+    wrong.write_text(yaml.safe_dump(clouds))
+    refused = validate({**credentials, "OS_CLIENT_CONFIG_FILE": str(wrong)})
     assert refused.returncode != 0 and "Authentication failed" in refused.stdout + refused.stderr

@@ -75,19 +75,20 @@ def test_templates_run_the_elements_not_a_copy() -> None:
             assert name not in template + provision, name
 
 
-def test_openstack_credentials_go_through_the_environment(
+def test_packer_reads_the_same_clouds_yaml_entry_itself(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Application credentials and a CA file are not lost on the way (no OS_* copies of
+    single auth fields), and no secret is in Packer's environment."""
     clouds = tmp_path / "clouds.yaml"
     clouds.write_text(
-        "clouds:\n  prod:\n    region_name: RegionTwo\n    auth:\n"
-        "      auth_url: http://127.0.0.1:5000/v3\n      username: builder\n"
-        "      password: s3cret\n      project_name: images\n      user_domain_name: Default\n"
+        "clouds:\n  prod:\n    region_name: RegionTwo\n    cacert: /etc/ssl/our-ca.pem\n"
+        "    auth_type: v3applicationcredential\n    auth:\n"
+        "      auth_url: https://keystone.example:5000/v3\n"
+        "      application_credential_id: abc\n      application_credential_secret: s3cret\n"
     )
     monkeypatch.setenv("OS_CLIENT_CONFIG_FILE", str(clouds))
     env = packer.openstack_environment("prod")
-    assert env["OS_AUTH_URL"] == "http://127.0.0.1:5000/v3"
-    assert env["OS_USERNAME"] == "builder" and env["OS_PASSWORD"] == "s3cret"
-    assert env["OS_PROJECT_NAME"] == "images" and env["OS_REGION_NAME"] == "RegionTwo"
+    assert env == {"OS_CLOUD": "prod", "OS_CLIENT_CONFIG_FILE": str(clouds)}
     with pytest.raises(UserError, match="--cloud nope"):
         packer.openstack_environment("nope")
