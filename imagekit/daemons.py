@@ -62,12 +62,15 @@ def _start_time(pid: int) -> str | None:
     return None if fields[0] == "Z" else fields[19]
 
 
-def uwsgi_command(venv: Path, port: int, module: str) -> list[str]:
-    """How the dev cloud serves an OpenStack API: uwsgi on 127.0.0.1:port."""
+def uwsgi_command(venv: Path, port: int, module: str, paste: Path | None = None) -> list[str]:
+    """How the dev cloud serves an OpenStack API: uwsgi on 127.0.0.1:port, the WSGI
+    module, or the app of a paste file (Barbican's module reads /etc's paste file)."""
+    app = ["--paste", f"config:{paste}"] if paste else ["--module", module]
     return [
         str(venv / "bin" / "uwsgi"),
         *("--http-socket", f"127.0.0.1:{port}"),
-        *("--module", module, "--virtualenv", str(venv)),
+        *app,
+        *("--virtualenv", str(venv)),
         # One process, no master: when the app cannot load, uwsgi exits
         # instead of respawning workers forever.
         *("--processes", "1", "--threads", "4", "--need-app", "--die-on-term"),

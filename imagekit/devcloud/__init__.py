@@ -1,11 +1,14 @@
-"""A real OpenStack image service (Keystone + Glance) on loopback.
+"""A real OpenStack image service (Keystone + Glance + Barbican) on loopback.
 
-For tests and for users without a cloud. Keystone and Glance come from PyPI
-into their own virtualenv (their pins clash with ours) and run under uwsgi on
-127.0.0.1. A first setup takes ~15 s, so a copy of the fresh databases, keys
-and config (the snapshot) is kept, and later starts restore it in ~3 s.
+For tests and for users without a cloud. Keystone, Glance and Barbican (the key
+manager, where image signing certificates live: Glance verifies a signed image
+on upload against it) come from PyPI into their own virtualenv (their pins
+clash with ours) and run under uwsgi on 127.0.0.1. A first setup takes ~20 s, so
+a copy of the fresh databases, keys and config (the snapshot) is kept, and later
+starts restore it in ~3 s.
 """
 
+import base64
 import contextlib
 import grp
 import json
@@ -38,9 +41,9 @@ from imagekit.processes import stop_groups
 from imagekit.roles import CHECKOUT
 
 DEFAULT_STATE_DIR = CHECKOUT / "build" / "devcloud"
-PINS = ("keystone==30.0.0", "glance==33.0.0", "uwsgi==2.0.31")
+PINS = ("keystone==30.0.0", "glance==33.0.0", "barbican==23.0.0", "uwsgi==2.0.31")
 # Bump when the setup changes, so that older snapshots are not restored.
-SETUP_VERSION = 1
+SETUP_VERSION = 2
 REGION = "RegionOne"
 # cloud name in clouds.yaml -> (user, project); each user is a member of its project.
 ACCOUNTS = {
@@ -49,9 +52,16 @@ ACCOUNTS = {
     "devcloud-alpha": ("alpha-user", "alpha"),
     "devcloud-beta": ("beta-user", "beta"),
 }
-APPS = {"keystone": "keystone.wsgi.api:application", "glance": "glance.wsgi.api:application"}
+APPS = {
+    "keystone": "keystone.wsgi.api:application",
+    "glance": "glance.wsgi.api:application",
+    "barbican": "",  # served from its paste file (BARBICAN_PASTE)
+}
+# Barbican's plugins read their config only from ~/.barbican/ (or /etc): its HOME is here.
+BARBICAN_HOME = "barbican-home"
+BARBICAN_PASTE = Path("etc/barbican/barbican-api-paste.ini")  # in the venv
 # What the snapshot holds; everything else in the state dir is kept or rebuilt.
-SNAPSHOT_ENTRIES = ("etc", "data", "keys", "clouds.yaml", "ports.json")
+SNAPSHOT_ENTRIES = ("etc", "data", "keys", BARBICAN_HOME, "clouds.yaml", "ports.json")
 READY_TIMEOUT = 90.0
 STOP_TIMEOUT = 15.0
 
@@ -102,6 +112,29 @@ username = glance
 password = {password}
 [oslo_concurrency]
 lock_path = {state}/run/lock
+# Signed images: the certificate is fetched from Barbican (found in the catalog) with
+# the uploader's token, re-checked here.
+[barbican]
+auth_endpoint = http://127.0.0.1:{keystone_port}/v3
+"""
+
+BARBICAN_CONF = """\
+[DEFAULT]
+host_href = http://127.0.0.1:{barbican_port}
+[database]
+connection = sqlite:///{state}/data/barbican.db
+# The key that encrypts the stored secrets (kept with the database in the snapshot).
+[simple_crypto_plugin]
+kek = {kek}
+[keystone_authtoken]
+www_authenticate_uri = http://127.0.0.1:{keystone_port}
+auth_url = http://127.0.0.1:{keystone_port}
+auth_type = password
+user_domain_name = Default
+project_domain_name = Default
+project_name = service
+username = barbican
+password = {password}
 """
 
 
@@ -197,7 +230,7 @@ class DevCloud:
             remove_path(self.state_dir / entry)
         ports = dict(zip(APPS, free_ports(len(APPS)), strict=True))
         (self.state_dir / "ports.json").write_text(json.dumps(ports))
-        users = ["glance", *(user for user, _ in ACCOUNTS.values())]
+        users = ["glance", "barbican", *(user for user, _ in ACCOUNTS.values())]
         passwords = {user: secrets.token_urlsafe(16) for user in users}
         etc, state = self.state_dir / "etc", self.state_dir
         _write_private(etc / "keystone" / "keystone.conf", KEYSTONE_CONF.format(state=state))
@@ -207,6 +240,14 @@ class DevCloud:
         _write_private(etc / "glance" / "glance-api.conf", glance_conf)
         paste = self.venv / "etc" / "glance" / "glance-api-paste.ini"
         shutil.copy(paste, etc / "glance" / "glance-api-paste.ini")
+        barbican_conf = BARBICAN_CONF.format(
+            state=state,
+            barbican_port=ports["barbican"],
+            keystone_port=ports["keystone"],
+            kek=base64.urlsafe_b64encode(os.urandom(32)).decode(),
+            password=passwords["barbican"],
+        )
+        _write_private(state / BARBICAN_HOME / ".barbican" / "barbican.conf", barbican_conf)
         self._write_clouds_yaml(ports["keystone"], passwords)
         (self.state_dir / "data").mkdir()
 
@@ -229,10 +270,12 @@ class DevCloud:
         glance = [str(self.venv / "bin" / "glance-manage"), "--config-file"]
         glance += [str(etc / "glance" / "glance-api.conf"), "db_sync"]
         self.run(glance, "glance-manage db_sync", log)
+        barbican = [str(self.venv / "bin" / "barbican-manage"), "db", "upgrade"]
+        self.run(barbican, "barbican-manage db upgrade", log, self._barbican_home())
 
         self._start()
         self._wait_ready("devcloud-admin", image=False)
-        self._create_accounts(ports["glance"], passwords)
+        self._create_accounts(ports, passwords)
         self._wait_ready()
         self._take_snapshot()
 
@@ -255,31 +298,35 @@ class DevCloud:
         }
         _write_private(self.clouds_yaml, yaml.safe_dump({"clouds": clouds}, sort_keys=False))
 
-    def _create_accounts(self, glance_port: int, passwords: dict[str, str]) -> None:
+    def _create_accounts(self, ports: dict[str, int], passwords: dict[str, str]) -> None:
         conn = self.connect("devcloud-admin")
         identity = keystone(conn)  # identity_api_version is 3 in clouds.yaml
-        accounts = [("glance", "service", "admin")]
+        # Barbican's user only checks tokens: the `service` role is enough.
+        accounts = [("glance", "service", "admin"), ("barbican", "service", "service")]
         # admin comes from keystone-manage bootstrap
         accounts += [(u, p, "member") for u, p in ACCOUNTS.values() if u != "admin"]
         try:
             for user_name, project_name, role_name in accounts:
-                project = identity.create_project(name=project_name, domain_id="default")
+                project = identity.find_project(project_name) or identity.create_project(
+                    name=project_name, domain_id="default"
+                )
                 user = identity.create_user(
                     name=user_name,
                     password=passwords[user_name],
                     default_project_id=project.id,
                     domain_id="default",
                 )
-                role = identity.find_role(role_name, ignore_missing=False)
+                role = identity.find_role(role_name) or identity.create_role(name=role_name)
                 identity.assign_project_role_to_user(project, user, role)
-            service = identity.create_service(name="glance", type="image")
-            for interface in ("public", "internal"):
-                identity.create_endpoint(
-                    service_id=service.id,
-                    interface=interface,
-                    url=f"http://127.0.0.1:{glance_port}",
-                    region_id=REGION,
-                )
+            for name, kind in (("glance", "image"), ("barbican", "key-manager")):
+                service = identity.create_service(name=name, type=kind)
+                for interface in ("public", "internal"):
+                    identity.create_endpoint(
+                        service_id=service.id,
+                        interface=interface,
+                        url=f"http://127.0.0.1:{ports[name]}",
+                        region_id=REGION,
+                    )
         except (SDKException, ClientException) as error:
             log = self.logs / "keystone.log"
             message = f"dev cloud: account setup failed ({one_line(error)}); see {log}"
@@ -320,8 +367,11 @@ class DevCloud:
             (self.state_dir / path).mkdir(parents=True, exist_ok=True)
         for name, module in APPS.items():
             self._log(name).unlink(missing_ok=True)
-            self.daemon(name, uwsgi_command(self.venv, ports[name], module)).start(
-                self.process_env(), self.state_dir
+            env, paste = self.process_env(), None
+            if name == "barbican":
+                env, paste = env | self._barbican_home(), self.venv / BARBICAN_PASTE
+            self.daemon(name, uwsgi_command(self.venv, ports[name], module, paste)).start(
+                env, self.state_dir
             )
 
     def daemon(self, name: str, command: list[str] | None = None) -> Daemon:
@@ -352,8 +402,11 @@ class DevCloud:
         env["OS_GLANCE_CONFIG_DIR"] = str(self.state_dir / "etc" / "glance")
         return env
 
+    def _barbican_home(self) -> dict[str, str]:
+        return {"HOME": str(self.state_dir / BARBICAN_HOME)}
+
     def run(
-        self, command: list[str], what: str, log: Path, secret: dict[str, str] | None = None
+        self, command: list[str], what: str, log: Path, extra_env: dict[str, str] | None = None
     ) -> None:
         """Run a setup command of the dev cloud, its output appended to log."""
         log.parent.mkdir(parents=True, exist_ok=True)
@@ -364,7 +417,7 @@ class DevCloud:
                 command,
                 stdout=out,
                 stderr=subprocess.STDOUT,
-                env={**self.process_env(), **(secret or {})},
+                env={**self.process_env(), **(extra_env or {})},
                 cwd=self.state_dir,  # keystone-manage may drop files into its cwd
             )
         if result.returncode != 0:
