@@ -281,10 +281,18 @@ def _parser() -> argparse.ArgumentParser:
         "verify",
         help="check that a Glance image is the one imagekit built (a member can run it)",
         description="Download IMAGE (a name or an id) from the cloud, check its bytes against "
-        "Glance's sha512 (os_hash_value) and the sha256 the build recorded, and print who "
-        "built it from which commit. Exit 1 if the image is not what was published.",
+        "Glance's sha512 (os_hash_value) and the sha256 the build recorded, check its "
+        "signature if it is signed, and print who built it from which commit. Exit 1 if the "
+        "image is not what was published or its signature does not match.",
     )
     checked.add_argument("image", metavar="IMAGE", help="the image's name or id")
+    checked.add_argument(
+        "--certificate",
+        type=Path,
+        metavar="PEM",
+        help="the signer's certificate (default: the one the image names in the cloud's key "
+        "manager, which another project usually cannot read)",
+    )
     cloud_option(checked)
     _format_option(checked)
 
@@ -709,7 +717,7 @@ def _accept(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    found = provenance.verify_image(_cloud(args), args.image)
+    found = provenance.verify_image(_cloud(args), args.image, args.certificate)
     if args.format != "table":
         _emit({**dataclasses.asdict(found), "ok": found.ok}, args)
     else:

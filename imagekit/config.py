@@ -103,6 +103,24 @@ class OpenStackSettings(StrictModel):
     apt_proxy: ImageMirrorUrl | None = None
 
 
+class SigningSettings(StrictModel):
+    """Sign published images as Glance verifies them (img_signature*): the private key
+    stays on this host (never uploaded, never logged); the certificate goes to the
+    cloud's key manager (Barbican)."""
+
+    key: Path  # PEM private key, RSA (signed with RSA-PSS) or EC P-384/P-521
+    certificate: Path  # PEM X.509 certificate of that key
+
+    @field_validator("key", "certificate")
+    @classmethod
+    def _relative_to_config(cls, value: Path, info: ValidationInfo) -> Path:
+        base: Path = (info.context or {}).get("base_dir", Path.cwd())
+        path = (base / value.expanduser()).resolve()
+        if not path.is_file():
+            raise ValueError(f"{path}: no such file")
+        return path
+
+
 class PublishSettings(StrictModel):
     """How builds reach Glance and who they are shared with."""
 
@@ -112,6 +130,7 @@ class PublishSettings(StrictModel):
     keep: int = Field(default=3, ge=1)
     delete_after_days: int = Field(default=30, ge=1)
     min_ram_mb: int = Field(default=512, ge=64)
+    signing: SigningSettings | None = None
 
     @field_validator("name_format")
     @classmethod

@@ -2,17 +2,30 @@
 
 Usable by a member project: it downloads the image (shared images can be), checks
 the bytes against Glance's own sha512 (`os_hash_value`) and against the sha256
-the build recorded (the `imagekit_sha256` property), and reads who built it from
-which commit. Signatures are not checked yet.
+the build recorded (the `imagekit_sha256` property), checks a signed image's
+signature against its certificate (from the key manager, or a file for a member
+whose project cannot read the publisher's secrets), and reads who built it from
+which commit.
 """
 
 import hashlib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from openstack import exceptions as os_exceptions
+
 from imagekit.clouds import cloud_errors, connect, glance
-from imagekit.errors import UserError
+from imagekit.errors import ImagekitError, UserError
+from imagekit.publishing.signing import verify_signature
 from imagekit.publishing.upload import CHUNK
+
+SIGNATURE_PROPERTIES = (
+    "img_signature",
+    "img_signature_hash_method",
+    "img_signature_key_type",
+    "img_signature_certificate_uuid",
+)
 
 
 @dataclass
@@ -28,14 +41,22 @@ class Provenance:
     builder: str | None
     built: str | None
     sbom_sha256: str | None
+    signed: bool = False
+    signature_valid: bool | None = None  # None: signed, but not checked (see signature)
+    signature: str = "not signed"  # the signer, or why it failed or was not checked
 
     @property
     def ok(self) -> bool:
-        return self.sha512_matches and self.sha256_matches
+        return self.sha512_matches and self.sha256_matches and self.signature_valid is not False
 
 
-def verify_image(cloud: str, image: str) -> Provenance:
-    """Download IMAGE (a name or id) from CLOUD and check it; the facts, for the CLI."""
+def verify_image(cloud: str, image: str, certificate: Path | None = None) -> Provenance:
+    """Download IMAGE (a name or id) from CLOUD and check it; the facts, for the CLI.
+
+    certificate: the signer's PEM certificate, else the one the image names in the
+    cloud's key manager."""
+    if certificate is not None and not certificate.is_file():
+        raise UserError(f"--certificate {certificate}: no such file")
     conn = connect(cloud, authenticate=True)
     try:
         with cloud_errors(cloud, f"reading image {image!r}"):
@@ -49,6 +70,9 @@ def verify_image(cloud: str, image: str) -> Provenance:
                 sha256.update(chunk)
                 sha512.update(chunk)
                 size += len(chunk)
+            signature: dict[str, Any] = {}
+            if all(props.get(name) for name in SIGNATURE_PROPERTIES):
+                signature = _check_signature(conn, props, sha256.digest(), certificate)
     finally:
         conn.close()
     return Provenance(
@@ -63,7 +87,34 @@ def verify_image(cloud: str, image: str) -> Provenance:
         builder=props.get("imagekit_builder"),
         built=props.get("image_build_date"),
         sbom_sha256=props.get("imagekit_sbom_sha256"),
+        **signature,
     )
+
+
+def _check_signature(
+    conn: Any, props: dict[str, Any], digest: bytes, certificate: Path | None
+) -> dict[str, Any]:
+    if certificate is not None:
+        pem = certificate.read_bytes()
+    else:
+        uuid = props["img_signature_certificate_uuid"]
+        try:
+            response = conn.key_manager.get(
+                f"/secrets/{uuid}/payload", headers={"Accept": "application/octet-stream"}
+            )
+            os_exceptions.raise_from_response(response)
+            pem = response.content
+        except os_exceptions.SDKException as err:
+            return {
+                "signed": True,
+                "signature": f"not checked: certificate {uuid} not readable here ({err}); "
+                "give --certificate FILE",
+            }
+    try:
+        signer = verify_signature(pem, props, digest)
+    except (ImagekitError, ValueError) as err:
+        return {"signed": True, "signature_valid": False, "signature": f"INVALID: {err}"}
+    return {"signed": True, "signature_valid": True, "signature": f"valid, signed by {signer}"}
 
 
 def _find(conn: Any, image: str) -> Any:
@@ -88,7 +139,7 @@ def report(found: Provenance) -> str:
         f"  built by imagekit: role {found.role}, build {found.build_id}, on {found.built}",
         f"  from commit {found.source}, with {found.builder}",
         f"  SBOM sha256: {found.sbom_sha256 or '(none recorded)'}",
-        "  signature: not checked (imagekit does not sign images yet)",
+        f"  signature: {found.signature}",
     ]
     if not found.ok:
         lines.append("NOT the image imagekit published: do not boot it")

@@ -8,7 +8,7 @@ from typing import Any
 from openstack.connection import Connection
 
 from imagekit import runs
-from imagekit.clouds import TOOL_TAG, connect, glance
+from imagekit.clouds import TOOL_TAG, cloud_errors, connect, glance
 from imagekit.config import Config
 from imagekit.errors import UserError
 from imagekit.manifest import (
@@ -20,6 +20,7 @@ from imagekit.progress import Progress, say
 from imagekit.publishing.attributes import image_attributes, image_name
 from imagekit.publishing.rotation import RotationPlan, rotate
 from imagekit.publishing.sharing import resolve_projects, share
+from imagekit.publishing.signing import certificate_uuid, load_signer, signature_properties
 from imagekit.publishing.upload import (
     HashingReader,
     create_and_upload,
@@ -110,6 +111,8 @@ def publish(
             f"of '{role}' (--force)",
             warning=True,
         )
+    signing = config.publish.signing
+    signer = load_signer(signing) if signing else None  # a bad key: nothing uploaded
     conn = connect(cloud, authenticate=True)
     identity = (
         connect(config.publish.identity_cloud, authenticate=True)
@@ -138,16 +141,18 @@ def publish(
         if run is not None:
             run.note_cloud(cloud, "images")
         started = time.monotonic()
+        attributes = image_attributes(
+            config, manifest, forced, file_md5(image_file), run.id if run else None
+        )
+        if signer is not None:
+            with cloud_errors(cloud, "storing the signing certificate in the key manager"):
+                attributes |= signature_properties(
+                    signer, image_file, certificate_uuid(conn, signer)
+                )
         progress = Progress(f"{role} publish")
         try:
             stored, _ = create_and_upload(
-                conn,
-                image_file,
-                image_attributes(
-                    config, manifest, forced, file_md5(image_file), run.id if run else None
-                ),
-                manifest.image.sha256,
-                progress,
+                conn, image_file, attributes, manifest.image.sha256, progress
             )
         finally:
             progress.close()
