@@ -13,12 +13,13 @@ import pytest
 from openstack import exceptions as os_exceptions
 
 from imagekit.clouds import glance
-from imagekit.config import Config, PublishSettings
+from imagekit.config import Config, PublishSettings, SigningSettings
 from imagekit.devcloud import DevCloud
 from imagekit.errors import ImagekitError
 from imagekit.manifest import Manifest
-from imagekit.publishing import rotation, sharing, upload
+from imagekit.publishing import rotation, sharing, signing, upload
 from imagekit.publishing.publish import publish
+from tests.signingkeys import make_signing_pair
 
 Built = Callable[[str], Path]
 
@@ -253,3 +254,68 @@ def test_an_untested_build_is_refused_unless_forced(
     )
     record = glance(devcloud.connect("devcloud")).get(f"/images/{image_id}").json()
     assert "no passing test recorded" in record["imagekit_warning"]
+
+
+def test_a_signed_image_is_verified_by_glance_and_by_a_member(
+    devcloud: DevCloud, config: Config, tested_web: Path, tmp_path: Path
+) -> None:
+    """Glance checks the signature as the data arrives (a bad one is refused, nothing is
+    left); `imagekit verify` checks it again, for the owner from the key manager, for a
+    member with the certificate it was given."""
+    key, cert = make_signing_pair(tmp_path)
+    _, stranger = make_signing_pair(tmp_path, "stranger")
+    signing_settings = SigningSettings.model_validate({"key": str(key), "certificate": str(cert)})
+    cfg = with_publish(
+        config,
+        name_format="signed-{role}-{build_id}",
+        identity_cloud="devcloud-admin",
+        members=["alpha"],
+        signing=signing_settings,
+    )
+    conn = devcloud.connect("devcloud")
+    result = publish(cfg, "web", "devcloud", build_id=tested_web.name)
+    try:
+        assert result.uploaded and result.image_id
+        record = glance(conn).get(f"/images/{result.image_id}").json()
+        assert record["status"] == "active" and record["img_signature_key_type"] == "RSA-PSS"
+        glance_log = (devcloud.logs / "glance.log").read_text()
+        assert f"Successfully verified signature for image {result.image_id}" in glance_log
+
+        owner = run(config, "verify", result.image_id, "--cloud", "devcloud", "-f", "json")
+        assert owner.returncode == 0, owner.stderr
+        assert json.loads(owner.stdout)["signature_valid"] is True
+
+        alpha = devcloud.connect("devcloud-alpha")
+        sharing.accept(alpha, result.image_id)
+        member = run(config, "verify", result.image_id, "--cloud", "devcloud-alpha", "-f", "json")
+        found = json.loads(member.stdout)
+        assert member.returncode == 0 and found["signature_valid"] is None, member.stderr
+        assert "give --certificate" in found["signature"]
+        given = run(
+            config, "verify", result.image_id, "--cloud", "devcloud-alpha",
+            "--certificate", str(cert),
+        )  # fmt: skip
+        assert given.returncode == 0 and "signature: valid, signed by" in given.stdout
+        wrong = run(
+            config, "verify", result.image_id, "--cloud", "devcloud-alpha",
+            "--certificate", str(stranger),
+        )  # fmt: skip
+        assert wrong.returncode == 1 and "signature: INVALID" in wrong.stdout
+
+        # A signature of other bytes: Glance itself refuses the data; nothing is left.
+        attributes = {
+            "name": "badsig-web",
+            "disk_format": "qcow2",
+            "container_format": "bare",
+            **{k: record[k] for k in record if k.startswith("img_signature")},
+        }
+        signer = signing.load_signer(signing_settings)
+        attributes["img_signature"] = signer.sign(hashlib.sha256(b"other bytes").digest())
+        image = tested_web / "web.qcow2"
+        sha256 = Manifest.read(tested_web).image.sha256  # type: ignore[union-attr]
+        with pytest.raises(os_exceptions.BadRequestException, match="Signature verification"):
+            upload.create_and_upload(conn, image, attributes, sha256)
+        assert [i.name for i in glance(conn).images() if i.name == "badsig-web"] == []
+    finally:
+        if result.image_id:
+            glance(conn).delete_image(result.image_id, ignore_missing=True)
