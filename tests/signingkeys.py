@@ -10,7 +10,7 @@ from cryptography.x509.oid import NameOID
 
 
 def make_signing_pair(
-    directory: Path, name: str = "signer", curve: str | None = None
+    directory: Path, name: str = "signer", curve: str | None = None, expired: bool = False
 ) -> tuple[Path, Path]:
     """(key, certificate) PEM files: RSA 2048, or an EC key on curve (secp384r1, ...)."""
     key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
@@ -19,7 +19,7 @@ def make_signing_pair(
     else:
         key = ec.generate_private_key(getattr(ec, curve.upper())())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"imagekit test {name}")])
-    now = datetime.datetime.now(datetime.UTC)
+    now = datetime.datetime.now(datetime.UTC) - datetime.timedelta(days=60 if expired else 0)
     certificate = (
         x509.CertificateBuilder()
         .subject_name(subject)

@@ -11,6 +11,7 @@ SHA-256; RSA keys sign with PSS (MGF1 SHA-256, the longest salt), as Glance's
 import base64
 import hashlib
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +61,8 @@ def load_signer(settings: SigningSettings) -> Signer:
     """The key and its certificate; any problem is one line naming the file."""
     try:
         key = serialization.load_pem_private_key(settings.key.read_bytes(), password=None)
+    except OSError as err:
+        raise UserError(f"publish.signing.key {settings.key}: {err.strerror}") from None
     except (ValueError, TypeError) as err:
         raise UserError(
             f"publish.signing.key {settings.key}: not a PEM private key without "
@@ -67,6 +70,10 @@ def load_signer(settings: SigningSettings) -> Signer:
         ) from None
     try:
         certificate = x509.load_pem_x509_certificate(settings.certificate.read_bytes())
+    except OSError as err:
+        raise UserError(
+            f"publish.signing.certificate {settings.certificate}: {err.strerror}"
+        ) from None
     except ValueError as err:
         raise UserError(
             f"publish.signing.certificate {settings.certificate}: not a PEM certificate ({err})"
@@ -77,6 +84,13 @@ def load_signer(settings: SigningSettings) -> Signer:
         raise UserError(
             f"publish.signing.key {settings.key}: RSA or EC P-384/P-521 keys only "
             "(what Glance verifies)"
+        )
+    now = datetime.now(UTC)
+    if not certificate.not_valid_before_utc <= now <= certificate.not_valid_after_utc:
+        raise UserError(
+            f"publish.signing.certificate {settings.certificate}: valid only from "
+            f"{certificate.not_valid_before_utc:%Y-%m-%d} to "
+            f"{certificate.not_valid_after_utc:%Y-%m-%d} (Nova refuses to boot what it signs)"
         )
     public = serialization.PublicFormat.SubjectPublicKeyInfo
     der = serialization.Encoding.DER

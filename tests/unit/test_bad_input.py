@@ -6,8 +6,10 @@ from pathlib import Path
 import pytest
 
 from imagekit.cli import main
-from imagekit.manifest import MANIFEST
+from imagekit.manifest import MANIFEST, ImageFile, SuiteResult
 from imagekit.roles import CHECKOUT
+from tests.signingkeys import make_signing_pair
+from tests.unit.manifests import make_manifest
 
 WriteConfig = Callable[[str], Path]
 EXAMPLES = CHECKOUT / "cloud-init" / "examples"
@@ -258,3 +260,29 @@ def test_bad_mirror_urls(
     before = _tree(path.parent)
     _refused(capsys, ["--config", str(path), "build", "web"], str(path), key)
     assert _tree(path.parent) == before
+
+
+@pytest.mark.parametrize("problem", ["mismatch", "expired", "missing"])
+def test_bad_signing_files_stop_publish_before_any_cloud(
+    capsys: pytest.CaptureFixture[str], write_config: WriteConfig, tmp_path: Path, problem: str
+) -> None:
+    key, _ = make_signing_pair(tmp_path, "mine")
+    _, other = make_signing_pair(tmp_path, "other")
+    _, expired = make_signing_pair(tmp_path, "old", expired=True)
+    certificate = {"mismatch": other, "expired": expired, "missing": tmp_path / "nope.pem"}
+    path = write_config(
+        f"ssh_keys: [{{key}}]\npublish: {{signing: {{key: {key}, certificate: "
+        f"{certificate[problem]}}}}}\n"
+    )
+    build_dir = path.parent / "images" / "web" / BUILD_ID
+    build_dir.mkdir(parents=True)
+    image = ImageFile(
+        file="web.qcow2", format="qcow2", size_bytes=1, virtual_size_bytes=1, sha256="0"
+    )
+    tested = SuiteResult(when="t", passed=True, tests=1)
+    make_manifest(build_id=BUILD_ID, image=image, tests=[tested]).write(build_dir)
+    expected = {"mismatch": "not the certificate of", "expired": "valid only from",
+                "missing": "no such file"}[problem]  # fmt: skip
+    # An unknown cloud would be exit 2 too, but later: the signing files come first.
+    argv = ["--config", str(path), "publish", "web", "--cloud", "nowhere-cloud"]
+    _refused(capsys, argv, expected)

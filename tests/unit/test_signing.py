@@ -57,6 +57,9 @@ def test_bad_signing_files_are_one_line(tmp_path: Path) -> None:
     key, cert = make_signing_pair(tmp_path, "one")
     other_key, other_cert = make_signing_pair(tmp_path, "two")
     p256_key, p256_cert = make_signing_pair(tmp_path, "p256", curve="secp256r1")
+    old_key, old_cert = make_signing_pair(tmp_path, "old", expired=True)
+    unreadable = tmp_path / "unreadable.key"
+    unreadable.mkdir()  # reading it fails, as for a file without permission
     garbage = tmp_path / "garbage.pem"
     garbage.write_text("-----BEGIN NOTHING-----\n")
     cases = [
@@ -64,6 +67,7 @@ def test_bad_signing_files_are_one_line(tmp_path: Path) -> None:
         (settings(garbage, cert), "not a PEM private key"),
         (settings(key, garbage), "not a PEM certificate"),
         (settings(p256_key, p256_cert), "RSA or EC P-384/P-521 keys only"),
+        (settings(old_key, old_cert), "valid only from"),
     ]
     for bad, message in cases:
         with pytest.raises(UserError, match=message) as err:
@@ -71,6 +75,8 @@ def test_bad_signing_files_are_one_line(tmp_path: Path) -> None:
         assert "\n" not in str(err.value)
     with pytest.raises(ValueError, match="no such file"):
         settings(tmp_path / "missing.key", cert)
+    with pytest.raises(ValueError, match="no such file"):
+        settings(unreadable, cert)
     assert other_key.exists()
 
 
