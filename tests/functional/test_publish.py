@@ -259,9 +259,10 @@ def test_an_untested_build_is_refused_unless_forced(
 def test_a_signed_image_is_verified_by_glance_and_by_a_member(
     devcloud: DevCloud, config: Config, tested_web: Path, tmp_path: Path
 ) -> None:
-    """Glance checks the signature as the data arrives (a bad one is refused, nothing is
-    left); `imagekit verify` checks it again, for the owner from the key manager, for a
-    member with the certificate it was given."""
+    """Glance checks the signature as the data arrives (a wrong signature or tampered
+    bytes are refused by Glance itself, nothing is left); `imagekit verify` checks it
+    again, for the owner from the key manager, for a member with the certificate it was
+    given."""
     key, cert = make_signing_pair(tmp_path)
     _, stranger = make_signing_pair(tmp_path, "stranger")
     signing_settings = SigningSettings.model_validate({"key": str(key), "certificate": str(cert)})
@@ -315,6 +316,13 @@ def test_a_signed_image_is_verified_by_glance_and_by_a_member(
         sha256 = Manifest.read(tested_web).image.sha256  # type: ignore[union-attr]
         with pytest.raises(os_exceptions.BadRequestException, match="Signature verification"):
             upload.create_and_upload(conn, image, attributes, sha256)
+        # A tampered image: the real signature, other bytes.
+        tampered = tmp_path / "tampered.qcow2"
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(tampered), "64M"])
+        attributes["img_signature"] = record["img_signature"]
+        tampered_sha256 = hashlib.sha256(tampered.read_bytes()).hexdigest()
+        with pytest.raises(os_exceptions.BadRequestException, match="Signature verification"):
+            upload.create_and_upload(conn, tampered, attributes, tampered_sha256)
         assert [i.name for i in glance(conn).images() if i.name == "badsig-web"] == []
     finally:
         if result.image_id:
