@@ -20,7 +20,7 @@ import shtab
 import yaml
 from openstack.connection import Connection
 
-from imagekit import changes, doctor, host, pipeline, processes, progress, runs, verify
+from imagekit import changes, clouds, doctor, host, pipeline, processes, progress, runs, verify
 from imagekit.builders import dib, packer, recover_builds
 from imagekit.clouds import cloud_errors, connect, delete_run_leftovers
 from imagekit.config import DEFAULT_CONFIG, Config, load_config
@@ -113,7 +113,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--debug",
         action="store_true",
-        help="show the traceback of an error (an internal error is one line without it)",
+        help="show the traceback of an error (an internal error is one line without it) and "
+        "the HTTP requests to clouds (tokens hashed, passwords and user data as ***)",
     )
     chatter = parser.add_mutually_exclusive_group()
     chatter.add_argument(
@@ -929,6 +930,8 @@ def main(argv: list[str] | None = None) -> int:
             sys.stdout.flush()
             raise
         debug = args.debug
+        if debug:
+            clouds.log_http(sys.stderr)
         progress.set_verbosity(
             progress.QUIET if args.quiet else progress.VERBOSE if args.verbose else progress.NORMAL
         )

@@ -1,9 +1,10 @@
 """Connections to clouds from clouds.yaml (openstacksdk conventions: OS_CLOUD, search path)."""
 
 import logging
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TextIO
 
 import openstack
 from keystoneauth1 import exceptions as ks_exceptions
@@ -24,6 +25,34 @@ INTERMEDIATE = "imagekit_intermediate"
 logging.getLogger("keystoneauth").setLevel(logging.ERROR)
 # What the SDK and keystoneauth raise (after their own retries) for a cloud's failure.
 CLOUD_ERRORS = (ks_exceptions.ClientException, os_exceptions.SDKException)
+
+
+# What the HTTP log must never show: secrets in request and response bodies (a server's
+# user data holds the database password; Nova answers with adminPass). keystoneauth
+# already replaces tokens in headers with their hash, and does not log the token request.
+SECRET_FIELDS = re.compile(
+    r'("(?:password|adminPass|user_data|secret|application_credential_secret|payload)"'
+    r'\s*:\s*)"(?:[^"\\]|\\.)*"'
+)
+
+
+class _RedactSecrets(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        record.msg, record.args = SECRET_FIELDS.sub(r'\1"***"', message), None
+        return True
+
+
+def log_http(stream: TextIO) -> logging.Handler:
+    """--debug: openstacksdk's and keystoneauth's HTTP log (curl-like lines) to stream,
+    with secrets in bodies replaced by ***; returns the handler."""
+    handler = logging.StreamHandler(stream)
+    handler.addFilter(_RedactSecrets())
+    for name in ("keystoneauth", "openstack"):
+        logger = logging.getLogger(name)
+        logger.setLevel(logging.DEBUG)
+        logger.addHandler(handler)
+    return handler
 
 
 def connect(cloud: str, authenticate: bool = False) -> Connection:
