@@ -12,6 +12,7 @@ from importlib import metadata
 from cyclonedx.model import HashAlgorithm, HashType, Property
 from cyclonedx.model.bom import Bom, BomMetaData
 from cyclonedx.model.component import Component, ComponentType
+from cyclonedx.model.dependency import Dependency
 from cyclonedx.model.tool import ToolRepository
 from cyclonedx.output.json import JsonV1Dot6
 from packageurl import PackageURL
@@ -101,7 +102,17 @@ def document(manifest: Manifest) -> str:
             ),
         ),
     )
-    bom.register_dependency(image, packages)
+    # What Bom.register_dependency records (the image depends on every package, each
+    # package on nothing), without its search of the whole set per package: O(n^2),
+    # 0.7 s of a 1 s document for 300 packages.
+    bom.dependencies.update(
+        [
+            Dependency(
+                ref=image.bom_ref, dependencies=[Dependency(ref=p.bom_ref) for p in packages]
+            ),
+            *(Dependency(ref=p.bom_ref) for p in packages),
+        ]
+    )
     return JsonV1Dot6(bom).output_as_string(indent=2) + "\n"
 
 
