@@ -9,6 +9,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from keystoneauth1 import exceptions as ks_exceptions
 
 from imagekit.config import SigningSettings, load_config
 from imagekit.errors import ImagekitError, UserError
@@ -108,11 +109,8 @@ def test_the_certificate_is_stored_once_and_found_again(tmp_path: Path) -> None:
     assert b"PRIVATE" not in base64.b64decode(body["payload"])
 
 
-def test_publish_sends_the_signature_with_the_image_record(
-    tmp_path: Path, write_config: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """What reaches Glance's POST /images: the four properties, before any data."""
-    key, cert = make_signing_pair(tmp_path)
+def build_to_sign(tmp_path: Path, write_config: Any, key: Path, cert: Path) -> tuple[Any, Path]:
+    """A config that signs with key/cert, and a (tiny) web build to publish."""
     path = write_config(
         f"ssh_keys: ['{{key}}']\noutput_dir: {tmp_path}/out\n"
         f"publish: {{signing: {{key: {key}, certificate: {cert}}}}}\n"
@@ -125,6 +123,15 @@ def test_publish_sends_the_signature_with_the_image_record(
         file="web.qcow2", format="qcow2", size_bytes=4100, virtual_size_bytes=1 << 30, sha256="0"
     )
     make_manifest(role="web", build_id=build_dir.name, image=image).write(build_dir)
+    return config, build_dir
+
+
+def test_publish_sends_the_signature_with_the_image_record(
+    tmp_path: Path, write_config: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What reaches Glance's POST /images: the four properties, before any data."""
+    key, cert = make_signing_pair(tmp_path)
+    config, build_dir = build_to_sign(tmp_path, write_config, key, cert)
     sent: list[dict[str, Any]] = []
 
     def create_and_upload(conn: Any, image: Path, attributes: dict[str, Any], *rest: Any) -> Any:
@@ -144,3 +151,28 @@ def test_publish_sends_the_signature_with_the_image_record(
     assert attributes["img_signature_key_type"] == "RSA-PSS"
     digest = signing.file_sha256(build_dir / "web.qcow2")
     assert signing.verify_signature(cert.read_bytes(), attributes, digest)
+
+
+def test_a_cloud_without_a_key_manager_is_one_line_and_nothing_uploaded(
+    tmp_path: Path, write_config: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key, cert = make_signing_pair(tmp_path)
+    config, build_dir = build_to_sign(tmp_path, write_config, key, cert)
+
+    def no_endpoint(**query: Any) -> list[Any]:
+        raise ks_exceptions.EndpointNotFound("Could not find requested endpoint: key-manager")
+
+    conn = SimpleNamespace(
+        current_project_id="p1", key_manager=SimpleNamespace(secrets=no_endpoint)
+    )
+    monkeypatch.setattr(publishing, "connect", lambda *a, **k: conn)
+    monkeypatch.setattr(publishing, "resolve_projects", lambda *a: {})
+    monkeypatch.setattr(publishing, "existing_image", lambda *a: None)
+    monkeypatch.setattr(publishing, "create_and_upload", lambda *a: pytest.fail("uploaded"))
+    with pytest.raises(ImagekitError) as err:
+        publishing.publish(config, "web", "prod", build_id=build_dir.name, force=True)
+    assert err.value.exit_status == 1
+    assert str(err.value).startswith(
+        "cloud 'prod': storing the signing certificate in the key manager failed: "
+    )
+    assert "key-manager" in str(err.value) and "\n" not in str(err.value)
