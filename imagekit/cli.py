@@ -277,6 +277,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     images.add_argument("role", metavar="ROLE", choices=ROLES, help=", ".join(ROLES))
     cloud_option(images)
+    _format_option(images)
 
     checked = commands.add_parser(
         "verify",
@@ -325,6 +326,7 @@ def _parser() -> argparse.ArgumentParser:
         metavar="N",
         help="throwaway VMs at once (default from this host's cores and memory: %(default)s)",
     )
+    _format_option(nightly)  # json/yaml: the run's summary (as in OUTPUT/pipeline/RUN.json)
 
     devcloud = commands.add_parser(
         "devcloud",
@@ -425,6 +427,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Say what builds need that this host lacks; --fix installs it with apt.",
     )
     check.add_argument("--fix", action="store_true", help="apt-get install what is missing")
+    _format_option(check)
     return parser
 
 
@@ -621,8 +624,12 @@ def _pipeline(args: argparse.Namespace) -> int:
         return 0
     _begin(config, cloud)
     results = run.run()
-    print(pipeline.table(results))
-    print(f"summary: {config.output_dir / 'pipeline' / (run.run_id + '.json')}")
+    summary = config.output_dir / "pipeline" / (run.run_id + ".json")
+    if args.format != "table":
+        _emit(json.loads(summary.read_text()), args)
+    else:
+        print(pipeline.table(results))
+        print(f"summary: {summary}")
     for resumed in (r for r in results if r.resumed and r.passed):
         print(
             f"imagekit: {resumed.role}: finished build {resumed.build_id} of an earlier run; "
@@ -729,23 +736,40 @@ def _verify(args: argparse.Namespace) -> int:
 def _images(args: argparse.Namespace) -> int:
     cloud = _cloud(args)
     with cloud_errors(cloud, "listing images"):
-        _list_images(connect(cloud), args.role)
+        rows = _image_rows(connect(cloud), args.role)
+    if args.format != "table":
+        _emit(rows, args)
+        return 0
+    print(f"{'build':18} {'created':20} {'status':8} {'visibility':10} {'hidden':6} members")
+    for row in rows:
+        listed = ", ".join(f"{m}:{s}" for m, s in row["members"].items()) or "-"
+        print(
+            f"{row['build']:18} {row['created']:20} {row['status']:8} {row['visibility']:10} "
+            f"{'yes' if row['hidden'] else 'no':6} {listed}  {row['id']}"
+            + ("  <- current" if row["current"] else "")
+        )
     return 0
 
 
-def _list_images(conn: Connection, role: str) -> None:
+def _image_rows(conn: Connection, role: str) -> list[dict[str, Any]]:
+    """The role's images, newest first: the current one is what members boot."""
     found = rotation.role_images(conn, role)
     current = next((i.id for i in found if i.status == "active" and not i.is_hidden), None)
-    print(f"{'build':18} {'created':20} {'status':8} {'visibility':10} {'hidden':6} members")
-    for image in found:
-        members = sharing.member_status(conn, image.id) if image.visibility == "shared" else {}
-        listed = ", ".join(f"{m}:{s}" for m, s in members.items()) or "-"
-        build = (image.properties or {}).get("imagekit_build_id", "?")
-        mark = "  <- current" if image.id == current else ""
-        print(
-            f"{build:18} {image.created_at:20} {image.status:8} {image.visibility:10} "
-            f"{'yes' if image.is_hidden else 'no':6} {listed}  {image.id}{mark}"
-        )
+    return [
+        {
+            "build": (image.properties or {}).get("imagekit_build_id", "?"),
+            "created": image.created_at,
+            "status": image.status,
+            "visibility": image.visibility,
+            "hidden": bool(image.is_hidden),
+            "members": (
+                sharing.member_status(conn, image.id) if image.visibility == "shared" else {}
+            ),
+            "id": image.id,
+            "current": image.id == current,
+        }
+        for image in found
+    ]
 
 
 def _builds(args: argparse.Namespace) -> int:
@@ -819,11 +843,14 @@ def _doctor(args: argparse.Namespace) -> int:
         host.install_packages(packages)
         print(f"installed: {' '.join(packages)}")
         found = doctor.checks(args.config)
-    for check in found:
-        print(f"{check.status:8} {check.name:18} {check.detail}")
+    if args.format != "table":
+        _emit([dataclasses.asdict(check) for check in found], args)
+    else:
+        for check in found:
+            print(f"{check.status:8} {check.name:18} {check.detail}")
     bad = [c for c in found if c.status in ("missing", "error")]
     if bad and not args.fix and doctor.missing_packages(found):
-        print("run 'imagekit doctor --fix' to install what is missing")
+        _say("run 'imagekit doctor --fix' to install what is missing")
     return 1 if bad else 0
 
 

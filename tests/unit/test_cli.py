@@ -1,14 +1,18 @@
 """The CLI's contract: one line and exit status 2 for bad input, --help everywhere."""
 
+import json
 import os
 import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
+from imagekit import cli, doctor
 from imagekit.cli import main
+from imagekit.publishing import rotation, sharing
 
 WriteConfig = Callable[[str], Path]
 
@@ -149,3 +153,31 @@ def test_userdata_list_documents_variables() -> None:
     result = run("userdata", "lb", "--list")
     assert result.returncode == 0
     assert "web_backends" in result.stdout and "(required)" in result.stdout
+
+
+def test_doctor_and_images_speak_json(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, write_config: WriteConfig
+) -> None:
+    """-f json and -c, as on the other reporting commands: one document on stdout."""
+    monkeypatch.setattr(
+        doctor, "checks", lambda path: [doctor.Check("ok", "qemu-img", "/usr/bin/qemu-img")]
+    )
+    assert main(["doctor", "-f", "json"]) == 0
+    assert json.loads(capsys.readouterr().out) == [
+        {"status": "ok", "name": "qemu-img", "detail": "/usr/bin/qemu-img"}
+    ]
+    assert main(["doctor", "-f", "value", "-c", "name"]) == 0
+    assert capsys.readouterr().out == "qemu-img\n"
+
+    image = SimpleNamespace(
+        id="i2", properties={"imagekit_build_id": "20261201T020000Z"}, created_at="2026-12-01",
+        status="active", visibility="shared", is_hidden=False,
+    )  # fmt: skip
+    monkeypatch.setattr(cli, "connect", lambda cloud: "conn")
+    monkeypatch.setattr(rotation, "role_images", lambda conn, role: [image])
+    monkeypatch.setattr(sharing, "member_status", lambda conn, i: {"p-alpha": "accepted"})
+    config = write_config("ssh_keys: ['{key}']\n")
+    assert main(["--config", str(config), "images", "web", "--cloud", "prod", "-f", "json"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    assert row["build"] == "20261201T020000Z" and row["current"] is True
+    assert row["members"] == {"p-alpha": "accepted"} and row["id"] == "i2"
