@@ -21,7 +21,7 @@ import yaml
 from openstack.connection import Connection
 
 from imagekit import changes, clouds, doctor, host, pipeline, processes, progress, runs, verify
-from imagekit.builders import dib, packer, recover_builds
+from imagekit.builders import STOP_GRACE_S, dib, packer, recover_builds
 from imagekit.clouds import cloud_errors, connect, delete_run_leftovers
 from imagekit.config import DEFAULT_CONFIG, Config, load_config
 from imagekit.devcloud import DevCloud
@@ -897,19 +897,22 @@ class _OrderlyStop:
     """
 
     def __init__(self) -> None:
-        self.stopping = False
-        self.told = False
+        self.stopping: float | None = None  # when the first signal came
+        self.later = 0
 
     def __call__(self, signum: int, frame: object) -> None:
-        if not self.stopping:
-            self.stopping = True
+        if self.stopping is None:
+            self.stopping = time.monotonic()
             if processes.hold_stop():
                 _say("imagekit: stopping once the clean-up under way is done")
                 return
             raise KeyboardInterrupt
-        if not self.told:
-            self.told = True
+        self.later += 1
+        if self.later == 1:
             _say("imagekit: still cleaning up")
+        else:  # the longest a child's stop can take: a build's grace, then SIGKILL
+            left = STOP_GRACE_S + processes.KILL_WAIT_S - (time.monotonic() - self.stopping)
+            _say(f"imagekit: still cleaning up, at most {max(left, 0):.0f} s left")
 
 
 class _Tee(io.TextIOBase):

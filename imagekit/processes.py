@@ -64,6 +64,8 @@ def signal_group(pgid: int, signum: signal.Signals) -> None:
         os.killpg(pgid, signum)
 
 
+# After SIGKILL, how long a group may take to be gone.
+KILL_WAIT_S = 5.0
 _shield_depth = 0
 _stop_held = False
 
@@ -106,7 +108,7 @@ def stop_groups(
     """Stop these process groups: signum, up to `grace` seconds (calling
     `while_waiting`, say to keep reading their output), then SIGKILL."""
     with shielded():
-        for sig, wait in ((signum, grace), (signal.SIGKILL, 5.0)):
+        for sig, wait in ((signum, grace), (signal.SIGKILL, KILL_WAIT_S)):
             for pgid in pgids:
                 signal_group(pgid, sig)
             if wait_gone(pgids, wait, while_waiting):

@@ -70,7 +70,9 @@ def test_later_signals_never_abandon_the_childs_clean_up(
     assert proc.returncode == 130
     assert (tmp_path / "cleaned").read_text() == "done\n", "the child finished its clean-up"
     assert not _alive(child)
-    assert err.count("imagekit: still cleaning up") == 1, err
+    # The second signal says so; the third and fourth how long the stop can still take.
+    assert err.count("imagekit: still cleaning up\n") == 1, err
+    assert err.count("imagekit: still cleaning up, at most ") == 2, err
     assert err.strip().splitlines()[-1] == "imagekit: interrupted"
 
 
