@@ -32,7 +32,7 @@ from openstack.exceptions import SDKException
 
 from imagekit.clouds import keystone
 from imagekit.daemons import Daemon, port_is_free, uwsgi_command
-from imagekit.devcloud.compute import COMPUTE_PINS, ComputeCloud
+from imagekit.devcloud.compute import AUTH, COMPUTE_PINS, ComputeCloud
 from imagekit.errors import ImagekitError, UserError, one_line
 from imagekit.files import remove_path, write_private
 from imagekit.host import free_ports
@@ -43,7 +43,7 @@ from imagekit.roles import CHECKOUT
 DEFAULT_STATE_DIR = CHECKOUT / "build" / "devcloud"
 PINS = ("keystone==30.0.0", "glance==33.0.0", "barbican==23.0.0", "uwsgi==2.0.31")
 # Bump when the setup changes, so that older snapshots are not restored.
-SETUP_VERSION = 2
+SETUP_VERSION = 3
 REGION = "RegionOne"
 # cloud name in clouds.yaml -> (user, project); each user is a member of its project.
 ACCOUNTS = {
@@ -103,14 +103,7 @@ connection = sqlite:///{state}/data/glance.db
 flavor = keystone
 [keystone_authtoken]
 www_authenticate_uri = http://127.0.0.1:{keystone_port}
-auth_url = http://127.0.0.1:{keystone_port}
-auth_type = password
-user_domain_name = Default
-project_domain_name = Default
-project_name = service
-username = glance
-password = {password}
-[oslo_concurrency]
+{auth}[oslo_concurrency]
 lock_path = {state}/run/lock
 # Signed images: the certificate is fetched from Barbican (found in the catalog) with
 # the uploader's token, re-checked here.
@@ -128,14 +121,7 @@ connection = sqlite:///{state}/data/barbican.db
 kek = {kek}
 [keystone_authtoken]
 www_authenticate_uri = http://127.0.0.1:{keystone_port}
-auth_url = http://127.0.0.1:{keystone_port}
-auth_type = password
-user_domain_name = Default
-project_domain_name = Default
-project_name = service
-username = barbican
-password = {password}
-"""
+{auth}"""
 
 
 class DevCloud:
@@ -234,8 +220,12 @@ class DevCloud:
         passwords = {user: secrets.token_urlsafe(16) for user in users}
         etc, state = self.state_dir / "etc", self.state_dir
         _write_private(etc / "keystone" / "keystone.conf", KEYSTONE_CONF.format(state=state))
+
+        def auth(user: str) -> str:  # a service user's keystone_authtoken credentials
+            return AUTH.format(keystone_port=ports["keystone"], user=user, password=passwords[user])
+
         glance_conf = GLANCE_CONF.format(
-            state=state, keystone_port=ports["keystone"], password=passwords["glance"]
+            state=state, keystone_port=ports["keystone"], auth=auth("glance")
         )
         _write_private(etc / "glance" / "glance-api.conf", glance_conf)
         paste = self.venv / "etc" / "glance" / "glance-api-paste.ini"
@@ -245,7 +235,7 @@ class DevCloud:
             barbican_port=ports["barbican"],
             keystone_port=ports["keystone"],
             kek=base64.urlsafe_b64encode(os.urandom(32)).decode(),
-            password=passwords["barbican"],
+            auth=auth("barbican"),
         )
         _write_private(state / BARBICAN_HOME / ".barbican" / "barbican.conf", barbican_conf)
         self._write_clouds_yaml(ports["keystone"], passwords)

@@ -9,7 +9,6 @@ SHA-256; RSA keys sign with PSS (MGF1 SHA-256, the longest salt), as Glance's
 """
 
 import base64
-import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,6 +22,7 @@ from openstack.connection import Connection
 
 from imagekit.config import SigningSettings
 from imagekit.errors import ImagekitError, UserError
+from imagekit.manifest import sha256_file
 
 HASH_METHOD = "SHA-256"
 # cursive's names for the EC curves it verifies.
@@ -104,14 +104,6 @@ def load_signer(settings: SigningSettings) -> Signer:
     return Signer(key, certificate)
 
 
-def file_sha256(path: Path) -> bytes:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.digest()
-
-
 def certificate_uuid(conn: Connection, signer: Signer) -> str:
     """The certificate's id in this project's key manager, stored there once (by its
     fingerprint) and found again by later publications."""
@@ -134,7 +126,7 @@ def certificate_uuid(conn: Connection, signer: Signer) -> str:
 
 def signature_properties(signer: Signer, image: Path, cert_uuid: str) -> dict[str, str]:
     return {
-        "img_signature": signer.sign(file_sha256(image)),
+        "img_signature": signer.sign(bytes.fromhex(sha256_file(image))),
         "img_signature_hash_method": HASH_METHOD,
         "img_signature_key_type": signer.key_type,
         "img_signature_certificate_uuid": cert_uuid,

@@ -13,7 +13,7 @@ from keystoneauth1 import exceptions as ks_exceptions
 
 from imagekit.config import SigningSettings, load_config
 from imagekit.errors import ImagekitError, UserError
-from imagekit.manifest import ImageFile
+from imagekit.manifest import ImageFile, sha256_file
 from imagekit.publishing import publish as publishing
 from imagekit.publishing import signing
 from tests.signingkeys import make_signing_pair
@@ -47,11 +47,11 @@ def test_the_signature_verifies_as_glance_does_over_the_whole_file(
         public.verify(raw, image.read_bytes(), ec.ECDSA(hashes.SHA256()))
     # And imagekit verify's own check, on the digest: the file, not a changed one.
     assert "imagekit test signer" in signing.verify_signature(
-        cert.read_bytes(), props, signing.file_sha256(image)
+        cert.read_bytes(), props, bytes.fromhex(sha256_file(image))
     )
     image.write_bytes(image.read_bytes() + b"x")
     with pytest.raises(ImagekitError, match="does not match"):
-        signing.verify_signature(cert.read_bytes(), props, signing.file_sha256(image))
+        signing.verify_signature(cert.read_bytes(), props, bytes.fromhex(sha256_file(image)))
 
 
 def test_bad_signing_files_are_one_line(tmp_path: Path) -> None:
@@ -149,7 +149,7 @@ def test_publish_sends_the_signature_with_the_image_record(
     (attributes,) = sent
     assert attributes["img_signature_certificate_uuid"] == "cert-1"
     assert attributes["img_signature_key_type"] == "RSA-PSS"
-    digest = signing.file_sha256(build_dir / "web.qcow2")
+    digest = bytes.fromhex(sha256_file(build_dir / "web.qcow2"))
     assert signing.verify_signature(cert.read_bytes(), attributes, digest)
 
 
