@@ -80,7 +80,9 @@ def test_a_killed_test_leaves_no_vm(config: Config, built: Callable[[str], Path]
     (record,) = wait_for(lambda: run_records(config, "process"), "qemu started")
     workdir = str(record["paths"][0])
     killed_run = config.cache_dir / "runs" / record["run"]
-    assert Path(workdir).is_dir() and runs_with(workdir)
+    # Recorded as soon as it is forked: its command line is qemu's once setpriv has exec'd.
+    wait_for(lambda: runs_with(workdir), "qemu running", timeout=30)
+    assert Path(workdir).is_dir()
     test.send_signal(signal.SIGKILL)
     test.wait()
 
