@@ -80,6 +80,7 @@ def main() -> None:
                 if image.name.startswith("bench-"):
                     glance(conn).delete_image(image)
             conn.close()
+            cloud.down()  # as every bench that starts the dev cloud
     mib = tested.manifest().image.size_bytes >> 20  # type: ignore[union-attr]
     p, s = statistics.median(plain), statistics.median(signed)
     print(f"\npublish of web ({mib} MiB), median of {args.rounds}:")
