@@ -124,6 +124,7 @@ class Manifest(BaseModel):
     # The baked public keys and the packages asked for (shared + role): what the suites check.
     authorized_keys: list[str] = []
     requested_packages: list[str] = []
+    datasources: list[str] = []  # cloud-init's, in order (empty in manifests before it)
     log: str = "build.log"
     run_id: str | None = None  # the imagekit run that built it (see imagekit.runs)
     error: str | None = None

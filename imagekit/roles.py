@@ -1,5 +1,7 @@
 """The roles imagekit builds: the one registry every other module reads."""
 
+import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,6 +12,25 @@ CHECKOUT = Path(__file__).resolve().parent.parent
 ELEMENTS_DIR = CHECKOUT / "elements"
 SUITES_DIR = CHECKOUT / "tests" / "infra"
 TEMPLATES_DIR = CHECKOUT / "cloud-init"
+BASE_ENVIRONMENT = ELEMENTS_DIR / "imagekit-base" / "environment.d" / "10-imagekit-base.bash"
+
+
+def element_default(name: str) -> str:
+    """A DIB_* setting's default, as imagekit-base's environment.d sets it for every build
+    (`export NAME=${NAME:-"VALUE"}`): the element is the one place it is written."""
+    pattern = rf'^export {name}=\${{{name}:-"?([^"}}]*)"?}}$'
+    match = re.search(pattern, BASE_ENVIRONMENT.read_text(), re.M)
+    if not match:
+        raise LookupError(f"{BASE_ENVIRONMENT} sets no default for {name}")
+    return match.group(1)
+
+
+def cloud_init_datasources() -> list[str]:
+    """The datasources a build bakes now: DIB_CLOUD_INIT_DATASOURCES as DIB will read it
+    (the environment, else imagekit-base's default)."""
+    name = "DIB_CLOUD_INIT_DATASOURCES"
+    value = os.environ.get(name) or element_default(name)
+    return [d.strip() for d in value.split(",") if d.strip()]
 
 
 @dataclass(frozen=True)

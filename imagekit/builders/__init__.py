@@ -30,6 +30,7 @@ from imagekit.manifest import (
     utc_now,
 )
 from imagekit.progress import Progress
+from imagekit.roles import cloud_init_datasources
 from imagekit.store import Build, Store
 
 # How long a builder gets to clean up after its stop signal before SIGKILL.
@@ -71,6 +72,7 @@ def run_build(
             ssh_key_fingerprints=[key.fingerprint for key in config.public_keys],
             authorized_keys=[key.line for key in config.public_keys],
             requested_packages=config.role_packages(role),
+            datasources=cloud_init_datasources(),
             run_id=run.id,
         )
         manifest.write(build_dir)

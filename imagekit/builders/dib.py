@@ -18,8 +18,6 @@ from imagekit.manifest import Package, read_package_list
 from imagekit.progress import Progress, say
 from imagekit.roles import DISTRO_ELEMENTS, ELEMENTS_DIR, role_element
 
-CLOUD_INIT_DATASOURCES = "NoCloud, ConfigDrive, OpenStack"
-
 _HOOK = re.compile(r"dib-run-parts Running \S*/([a-z-]+\.d)/(\S+)")
 
 
@@ -45,7 +43,6 @@ def environment(config: Config, tmp_dir: Path) -> dict[str, str]:
         "DIB_IMAGE_CACHE": str(cache),
         "DIB_DEBOOTSTRAP_CACHE": "1",
         "DIB_DEBIAN_USE_DEBOOTSTRAP_CACHE": "1",
-        "DIB_CLOUD_INIT_DATASOURCES": CLOUD_INIT_DATASOURCES,
         "DIB_APT_MINIMAL_CREATE_INTERFACES": "0",
         "DIB_IMAGEKIT_APT_MAIN": config.mirrors.image_main,
         "DIB_IMAGEKIT_APT_SECURITY": config.mirrors.image_security,
@@ -83,7 +80,10 @@ def check_debootstrap_cache(cache: Path) -> list[str]:
 
 
 def command(config: Config, role: str, build_dir: Path) -> list[str]:
-    cmd = ["disk-image-create", "-a", config.architecture, "-t", "qcow2"]
+    # -n: without DIB's implicit `base` element, which installs software-properties-common
+    # on bookworm (PackageKit, polkit, GLib, ICU: none of it a cloud guest uses); imagekit-base
+    # brings what we keep of it (its element deps, the package upgrade).
+    cmd = ["disk-image-create", "-n", "-a", config.architecture, "-t", "qcow2"]
     cmd += ["-o", str(build_dir / role)]
     packages = config.role_packages(role)
     if packages:

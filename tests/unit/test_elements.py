@@ -63,7 +63,7 @@ def test_disk_image_create_call(write_config: Callable[[str], Path], tmp_path: P
         )
     )
     cmd = dib.command(config, "db", tmp_path)
-    assert cmd[:5] == ["disk-image-create", "-a", "amd64", "-t", "qcow2"]
+    assert cmd[:6] == ["disk-image-create", "-n", "-a", "amd64", "-t", "qcow2"]
     assert cmd[cmd.index("-o") + 1] == str(tmp_path / "db")
     assert cmd[cmd.index("-p") + 1] == "curl,mariadb-backup"
     assert cmd[-3:] == ["debian-minimal", "vm", "imagekit-db"]

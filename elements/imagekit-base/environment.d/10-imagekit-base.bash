@@ -10,6 +10,3 @@ export DIB_IMAGEKIT_APT_MAIN=${DIB_IMAGEKIT_APT_MAIN:-http://deb.debian.org/debi
 export DIB_IMAGEKIT_APT_SECURITY=${DIB_IMAGEKIT_APT_SECURITY:-http://security.debian.org/debian-security}
 # No boot menu to wait for: a cloud console is read, not typed into.
 export DIB_GRUB_TIMEOUT=${DIB_GRUB_TIMEOUT:-0}
-# DIB's base element would install open-iscsi (for iSCSI root disks): not ours,
-# and its units start on every boot. Set after base's own default.
-export DIB_SKIP_BASE_PACKAGE_INSTALL=1
