@@ -17,6 +17,7 @@ from imagekit.builders import dib
 from imagekit.config import OpenStackSettings, load_config
 from imagekit.devcloud import DevCloud
 from imagekit.devcloud import compute as devcloud_compute
+from imagekit.instances import factories
 from imagekit.manifest import SuiteResult
 from imagekit.publishing.publish import publish
 from imagekit.store import Store
@@ -43,10 +44,10 @@ def main() -> None:
     runs.start(config.cache_dir)
     try:
         publish(config, "web", "devcloud", build_id=build_dir.name, force=True)
-        target = verify.Target("web", build_dir / "web.qcow2", build_dir)
+        target = factories.Target("web", build_dir / "web.qcow2", build_dir)
         backends = {
-            "qemu": verify.qemu_instances(config, "bench"),
-            "nova": verify.openstack_instances(config, "devcloud"),
+            "qemu": factories.qemu_instances(config, "bench"),
+            "nova": factories.openstack_instances(config, "devcloud"),
         }
         results: dict[str, list[SuiteResult]] = {name: [] for name in backends}
         for _ in range(rounds):

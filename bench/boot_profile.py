@@ -11,9 +11,8 @@ import argparse
 import shlex
 from pathlib import Path
 
-from imagekit import verify
 from imagekit.config import load_config
-from imagekit.instances import access, throwaway
+from imagekit.instances import access, factories, throwaway
 from imagekit.instances.qemu import QemuInstance
 from imagekit.store import Store
 
@@ -42,7 +41,7 @@ def main() -> None:
         image,
         config.admin_user,
         f"bench-boot-{args.role}",
-        verify.instance_user_data(config, args.role),
+        factories.instance_user_data(config, args.role),
         cpus=args.cpus,
         stop_with_us=True,
     )

@@ -19,6 +19,7 @@ from imagekit import verify
 from imagekit.builders import dib
 from imagekit.config import load_config
 from imagekit.devcloud import DevCloud
+from imagekit.instances import factories
 from imagekit.roles import ROLES
 
 
@@ -56,7 +57,9 @@ def main() -> None:
             image = out / f"{role}.qcow2"
             started = time.monotonic()
             verify.test_image(
-                config, verify.Target(role, image, None), verify.qemu_instances(config, "bench")
+                config,
+                factories.Target(role, image, None),
+                factories.qemu_instances(config, "bench"),
             )
             plain["test"] += time.monotonic() - started
             started = time.monotonic()

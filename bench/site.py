@@ -13,6 +13,7 @@ import time
 from imagekit import verify
 from imagekit.builders import dib
 from imagekit.config import load_config
+from imagekit.instances import factories
 from imagekit.roles import ROLES
 from imagekit.site.model import DEFAULT_SITE, load_site
 from imagekit.site.run import site_test
@@ -27,8 +28,8 @@ def main() -> None:
     }
     singles = {}
     for role, build_dir in builds.items():
-        target = verify.Target(role, build_dir / f"{role}.qcow2", build_dir)
-        singles[role] = verify.test_image(config, target, verify.qemu_instances(config, "bench"))
+        target = factories.Target(role, build_dir / f"{role}.qcow2", build_dir)
+        singles[role] = verify.test_image(config, target, factories.qemu_instances(config, "bench"))
 
     started = time.monotonic()
     site = site_test(config, load_site(DEFAULT_SITE), DEFAULT_SITE, builds)

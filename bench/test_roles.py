@@ -11,6 +11,7 @@ import sys
 from imagekit import verify
 from imagekit.builders import dib
 from imagekit.config import load_config
+from imagekit.instances import factories
 from imagekit.roles import resolve_roles
 from imagekit.store import Store
 
@@ -21,9 +22,9 @@ def main() -> None:
     for role in resolve_roles(sys.argv[1:] or ["all"]):
         found = Store(config.output_dir).newest(role)
         build_dir = found.dir if found else dib.build(config, role)
-        target = verify.Target(role, build_dir / f"{role}.qcow2", build_dir)
+        target = factories.Target(role, build_dir / f"{role}.qcow2", build_dir)
 
-        result = verify.test_image(config, target, verify.qemu_instances(config, "bench"))
+        result = verify.test_image(config, target, factories.qemu_instances(config, "bench"))
         rows.append((role, result))
 
     header = ("role", "accel", "to SSH s", "cloud-init s", "suite s", "total s")

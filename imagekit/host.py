@@ -91,8 +91,9 @@ def vm_cpus() -> int:
     """vCPUs for a VM that boots alone (a role's test, a Packer build): two where the host
     has them. Under TCG each vCPU is a host thread, and a guest's boot runs units side by
     side: measured here (bench/boot_profile.py), two took the web image from 70 s to SSH
-    and 89 s to cloud-init done down to 53 s and 63 s. The site's VMs, all booted at
-    once, keep one each."""
+    and 89 s to cloud-init done down to 53 s and 63 s. Only for a VM that has the host to
+    itself: a two-vCPU TCG guest competing with a build was seen livelocked, both vCPUs in
+    soft lockup for minutes (the pipeline's tests and the site's VMs get one each)."""
     return 2 if (os.cpu_count() or 1) >= 2 else 1
 
 

@@ -140,3 +140,33 @@ def wait_gone(
         if time.monotonic() > deadline:
             return False
         time.sleep(0.2)
+
+
+def carries(pid: int, marker: str) -> bool:
+    """The process exists, is no zombie, and its command line contains marker."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return bool(cmdline) and marker.encode() in cmdline  # a zombie's is empty
+
+
+def stop_leftover(pid: int, marker: str, grace: float = 15.0) -> bool:
+    """Stop a process that a dead or earlier run left (not our child): only while its
+    command line still carries marker (a pid is reused), with its whole group when it
+    leads one. False when it was already gone (or is someone else's)."""
+    if not carries(pid, marker):
+        return False
+    with contextlib.suppress(ProcessLookupError):
+        if os.getpgid(pid) == pid:  # started by spawn(): the group is everything it forked
+            stop_groups([pid], grace=grace)
+            return True
+        with shielded():
+            for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, KILL_WAIT_S)):
+                os.kill(pid, sig)
+                deadline = time.monotonic() + wait
+                while carries(pid, marker) and time.monotonic() < deadline:
+                    time.sleep(0.1)
+                if not carries(pid, marker):
+                    break
+    return True

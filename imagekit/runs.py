@@ -17,17 +17,15 @@ stops and removes what dead runs left, and marks builds they left in
 """
 
 import atexit
-import contextlib
 import json
 import os
 import shutil
-import signal
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from imagekit import processes
 from imagekit.cleanup import sweep
 from imagekit.errors import BusyError, ImagekitError
 from imagekit.locking import Lock
@@ -64,7 +62,7 @@ class Run:
     def _children_alive(self) -> bool:
         for record_file in self.directory.glob("process-*.json"):
             record = json.loads(record_file.read_text())
-            if _runs_with(record["pid"], record["marker"]):
+            if processes.carries(record["pid"], record["marker"]):
                 return True
         return False
 
@@ -178,7 +176,7 @@ def _recover_run(
     done: list[str] = []
     for record_file in sorted(directory.glob("process-*.json")):
         record = json.loads(record_file.read_text())
-        if stop_process(record["pid"], record["marker"]):
+        if processes.stop_leftover(record["pid"], record["marker"], STOP_WAIT_S):
             done.append(f"stopped pid {record['pid']} left by run {directory.name}")
         for path in map(Path, record["paths"]):
             done += sweep(path)
@@ -211,34 +209,6 @@ def _clouds(directory: Path) -> dict[str, list[str]]:
     path = directory / CLOUDS
     data: dict[str, list[str]] = json.loads(path.read_text()) if path.is_file() else {}
     return data
-
-
-def stop_process(pid: int, marker: str) -> bool:
-    """Stop a leftover child, but only if its command line proves it is ours."""
-    if not _runs_with(pid, marker):
-        return False  # gone, or the pid now belongs to something else
-    with contextlib.suppress(ProcessLookupError):
-        # Our children lead their own process group (start_new_session).
-        group = os.getpgid(pid) == pid
-        kill: Callable[[int, int], None] = os.killpg if group else os.kill
-        kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + STOP_WAIT_S
-        while _runs_with(pid, marker) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        if _runs_with(pid, marker):
-            kill(pid, signal.SIGKILL)
-            while _runs_with(pid, marker):
-                time.sleep(0.1)
-    return True
-
-
-def _runs_with(pid: int, marker: str) -> bool:
-    """The process exists, is no zombie, and its command line contains marker."""
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return False
-    return marker.encode() in cmdline
 
 
 def _write(path: Path, text: str) -> None:

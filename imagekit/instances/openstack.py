@@ -50,6 +50,7 @@ class OpenStackInstance:
         boot_timeout: float = 900,
         run_id: str | None = None,
         private_address: str | None = None,
+        scratch_dir: Path | None = None,
     ) -> None:
         self.conn = conn
         self.image = image
@@ -61,7 +62,9 @@ class OpenStackInstance:
         # Tags every resource, so that a dead run's leftovers are found (imagekit.runs).
         self.run_id = run_id
         self.private_address = private_address
-        self.workdir = Path(tempfile.mkdtemp(prefix=f"{name}-"))
+        # Its SSH key; under scratch_dir (the run's directory, unless kept), a kill -9 at
+        # any moment leaves it to the next run's recovery.
+        self.workdir = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=scratch_dir))
         self.timings: dict[str, float] = {}
         self._keypair: Any = None
         self._server: Any = None

@@ -67,7 +67,10 @@ class QemuInstance:
         self.netns = netns
         self.network_config = network_config
         self.accelerator = "kvm" if kvm_usable() else "tcg"
-        self.workdir = Path(tempfile.mkdtemp(prefix=f"{name}-"))
+        # In our run's directory when it dies with us: a kill -9 at any moment, even before
+        # qemu starts, leaves its files (the run's SSH key among them) to the next run.
+        run = runs.current() if stop_with_us else None
+        self.workdir = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=run.directory if run else None))
         self.console_log = console_log or self.workdir / "console.log"
         self.timings: dict[str, float] = {}
         # Stopped by the kernel if we die, and recorded in our run (imagekit.runs) so
@@ -145,13 +148,14 @@ class QemuInstance:
         )
         nics: list[str] = []
         for n, nic in enumerate(self.nics or default_nics(port)):
-            # Fixed PCI slots from 3 on, as Nova does: the NICs are ens3, ens4, ...
+            # Fixed PCI slots from 3 on: the NICs are ens3, ens4, ... (on a cloud they may
+            # be named otherwise: nothing in the images depends on the names)
             mac = f",mac={nic.mac}" if nic.mac else ""
             nics += ["-netdev", f"{nic.netdev},id=nic{n}"]
             nics += ["-device", f"virtio-net-pci,netdev=nic{n},addr={3 + n:#x}{mac}"]
         return [
             "qemu-system-x86_64",
-            # i440fx with fixed PCI slots, as Nova does: the NICs are ens3 and ens4 there too.
+            # i440fx, as Nova boots guests, with fixed PCI slots for the NICs.
             "-machine", "pc",
             *accel,
             "-m", str(self.memory_mb),

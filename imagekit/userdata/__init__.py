@@ -1,6 +1,6 @@
 """`imagekit userdata`: per-instance cloud-init user data from the role templates."""
 
 from imagekit.userdata.render import render_user_data
-from imagekit.userdata.values import ROLE_VALUES, load_values
+from imagekit.userdata.values import ROLE_VALUES, example_values, load_values
 
-__all__ = ["ROLE_VALUES", "load_values", "render_user_data"]
+__all__ = ["ROLE_VALUES", "example_values", "load_values", "render_user_data"]

@@ -14,7 +14,6 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 import yaml
 
 from imagekit.errors import ImagekitError, UserError
@@ -86,6 +85,10 @@ def validate_cloud_config(text: str, cache_dir: Path) -> None:
     unknown = sorted(set(data) - top_level_keys(schema))
     if unknown:
         raise UserError(f"user data: key(s) no cloud-init module reads: {', '.join(unknown)}")
+    # Here, not at the top: importing jsonschema costs every imagekit command ~2 s
+    # (its optional format checkers build a grammar at import).
+    import jsonschema
+
     errors = sorted(
         jsonschema.Draft4Validator(schema).iter_errors(data), key=lambda e: list(e.path)
     )

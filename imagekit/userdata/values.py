@@ -17,6 +17,7 @@ from pydantic import (
 )
 
 from imagekit.errors import UserError
+from imagekit.roles import get_role
 from imagekit.sshkeys import parse_public_keys
 from imagekit.yamlfile import load_yaml, parse_yaml
 
@@ -118,7 +119,6 @@ class Lb(Common):
     private_address: IPv4Interface = Field(
         IPv4Interface("10.12.0.1/16"), description="the gateway address of the private network"
     )
-    public_interface: Interface = Field("ens3", description="NIC facing the public network")
     web_backends: list[Backend] = Field(
         min_length=1, description="web servers: name, address, port"
     )
@@ -240,3 +240,8 @@ def validation_problem(err: ValidationError) -> str:
         message = f"{where}: {text}" if where else text
     more = f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else ""
     return message + more
+
+
+def example_values(role: str) -> Common:
+    """The role's documented example values: what test instances boot with."""
+    return load_values(role, [get_role(role).example_values], [])

@@ -17,6 +17,7 @@ from imagekit.builders import dib
 from imagekit.config import Config, load_config
 from imagekit.devcloud import DevCloud
 from imagekit.devcloud import compute as devcloud_compute
+from imagekit.instances import factories
 from imagekit.manifest import Manifest
 from imagekit.roles import CHECKOUT
 from imagekit.store import Store
@@ -117,8 +118,8 @@ def tested_web(built: Callable[[str], Path], config: Config) -> Path:
     refuses an untested build, and tests may run alone or in any order)."""
     build_dir = built("web")
     if not Manifest.read(build_dir).tested:
-        target = verify.Target("web", build_dir / "web.qcow2", build_dir)
-        assert verify.test_image(config, target, verify.qemu_instances(config, "ft")).passed
+        target = factories.Target("web", build_dir / "web.qcow2", build_dir)
+        assert verify.test_image(config, target, factories.qemu_instances(config, "ft")).passed
     return build_dir
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from imagekit import verify
+from imagekit import suites
 from imagekit.config import Config
 from imagekit.instances import SshAddress, throwaway
 from imagekit.instances.access import connect, run
@@ -48,7 +48,7 @@ def dns_boot(built: Built, config: Config, tmp_path_factory: pytest.TempPathFact
     instance = QemuInstance(built("dns") / "dns.qcow2", config.admin_user, "ft-negative")
     with throwaway(instance) as address:
         junit = tmp_path_factory.mktemp("negative") / "report.xml"
-        suite = verify.run_suite(config, "web", address, junit, [get_role("web").suite])
+        suite = suites.run_suite(config, "web", address, junit, [get_role("web").suite])
         return Boot(*identity(address), suite)
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from imagekit import verify
+from imagekit import suites
 from imagekit.config import load_config
 from imagekit.instances import SshAddress
 from imagekit.manifest import (
@@ -103,15 +103,18 @@ def test_the_suites_expect_what_the_build_recorded_not_todays_config(
         admin_user="admin",
         authorized_keys=["ssh-ed25519 AAAArecorded build@host"],
         requested_packages=["curl", "nginx-light"],
+        datasources=["ConfigDrive"],
     )
     address = SshAddress("127.0.0.1", 2222, "admin", "/k")
-    context = verify.suite_context(config, "web", address, recorded)
+    context = suites.suite_context(config, "web", address, recorded)
     assert context["admin_user"] == "admin"
     assert context["authorized_keys"] == ["ssh-ed25519 AAAArecorded build@host"]
     assert context["packages"] == ["curl", "nginx-light"]
-    # A bare image (no build): the config is all there is.
-    bare = verify.suite_context(config, "web", address)
+    assert context["datasources"] == ["ConfigDrive"]
+    # A bare image (no build): the config is all there is (and the element's defaults).
+    bare = suites.suite_context(config, "web", address)
     assert bare["admin_user"] == "ops" and "less" in bare["packages"]  # type: ignore[operator]
+    assert bare["datasources"] == ["NoCloud", "ConfigDrive", "OpenStack"]
 
 
 def test_manifests_validate_against_the_generated_json_schema() -> None:

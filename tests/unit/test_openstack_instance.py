@@ -12,10 +12,12 @@ import requests
 import requests_mock
 
 from imagekit import runs, verify
+from imagekit.builders import packer
 from imagekit.cli import main
+from imagekit.clouds import run_description
 from imagekit.config import Config, load_config
 from imagekit.errors import ImagekitError
-from imagekit.instances import SshAddress, throwaway
+from imagekit.instances import SshAddress, factories, throwaway
 from imagekit.instances import openstack as backend
 from imagekit.instances.openstack import OpenStackInstance, ServerSettings
 from imagekit.instances.qemu import QemuInstance
@@ -188,7 +190,7 @@ def run_test_on_cloud(config: Config, monkeypatch: pytest.MonkeyPatch) -> None:
         verify, "run_suite", lambda *args, **kw: SuiteResult(when="now", passed=True, tests=1)
     )
     target = verify.find_target(config, "web", None, None)
-    assert verify.test_image(config, target, verify.openstack_instances(config, "fake")).passed
+    assert verify.test_image(config, target, factories.openstack_instances(config, "fake")).passed
 
 
 @pytest.mark.parametrize("published", [True, False], ids=["recorded-id", "publish-name"])
@@ -219,14 +221,14 @@ def test_the_server_boots_the_published_image_with_the_rendered_user_data(
     (server,) = cloud.server_requests
     assert server["imageRef"] == ("img-published" if published else "img-by-name")
     user_data = base64.b64decode(server["user_data"]).decode()
-    assert user_data == verify.instance_user_data(config, "web", private_nic_by_cloud=True)
+    assert user_data == factories.instance_user_data(config, "web", private_nic_by_cloud=True)
     assert "web1" in user_data, "the role's example values, as the local VM gets them"
     # The private address comes from the cloud (a port with the example's address) ...
     assert "ip addr replace" not in user_data
     assert [p["fixed_ips"] for p in cloud.port_requests] == [[{"ip_address": "10.12.0.11"}]]
     # ... and the rest is what a local VM boots with.
     target = verify.find_target(config, "web", None, None)
-    local = verify.qemu_instances(config)(target, config.output_dir / "console.log")
+    local = factories.qemu_instances(config)(target, config.output_dir / "console.log")
     assert isinstance(local, QemuInstance) and "ip addr replace 10.12.0.11/16" in local.user_data
     assert set(user_data.splitlines()) < set(local.user_data.splitlines())
     run = runs.current()
@@ -307,3 +309,46 @@ def test_a_nova_error_is_one_line_and_cleans_up(
     assert err[-1].startswith("imagekit: error: cloud 'fake': the test server failed: ")
     assert "503" in err[-1]
     assert cloud.keypairs == {}, "the keypair made before the failure was deleted"
+
+
+def test_instances_log_in_as_the_user_the_build_baked(config: Config, tmp_path: Path) -> None:
+    """The config's admin user changed since the build: the build's own is the one that
+    exists in the image (a bare --image has only the config's to go by)."""
+    build_dir = config.output_dir / "web" / BUILD_ID
+    Manifest.update(build_dir, lambda m: setattr(m, "admin_user", "builtwith"))
+    assert config.admin_user != "builtwith"
+    target = verify.find_target(config, "web", None, None)
+    vm = factories.qemu_instances(config)(target, tmp_path / "console.log")
+    assert isinstance(vm, QemuInstance) and vm.user == "builtwith"
+    bare = factories.Target("web", target.image, None)
+    assert factories.login_user(config, bare) == config.admin_user
+
+
+def test_packer_on_the_cloud_gets_a_floating_ip_tagged_with_the_run(
+    config: Config, mocker: requests_mock.Mocker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Packer deletes only a floating IP it made itself, and would not tag it: imagekit
+    makes it (found again by the run's id if both die), hands Packer its id, and deletes
+    it whatever happened (here: Packer fails)."""
+    cloud = FakeCloud(mocker)
+    handed: dict[str, Any] = {}
+
+    def fake_packer(cmd: list[str], *args: Any, **kwargs: Any) -> None:
+        var_file = next(a.removeprefix("-var-file=") for a in cmd if a.startswith("-var-file="))
+        handed.update(json.loads(Path(var_file).read_text()))
+        assert list(cloud.floating_ips) == ["fip-1"], "made before Packer starts"
+        raise ImagekitError("packer build failed")
+
+    monkeypatch.setattr(packer, "upload_base", lambda config, conn, cloud: "img-1")
+    monkeypatch.setattr(packer, "run_logged", fake_packer)
+    with pytest.raises(ImagekitError, match="build of 'web' failed"):
+        packer.build_on_cloud(config, "web", "fake")
+    run = runs.current()
+    assert run is not None
+    assert handed["floating_ip"] == "fip-1" and handed["floating_ip_network"] == ""
+    assert handed["instance_metadata"]["imagekit_run"] == run.id
+    assert [r for r in cloud.created if r.startswith("floating_ip")] == ["floating_ip fip-1"]
+    assert cloud.floating_ips == {} and "floating_ip fip-1" in cloud.deleted
+    assert cloud.ip_requests == [
+        {"floating_network_id": "net-public", "description": run_description(run.id)}
+    ]

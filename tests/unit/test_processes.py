@@ -91,3 +91,56 @@ def test_a_stop_held_during_a_clean_up_is_raised_when_it_ends() -> None:
         inner_done = True  # the outer clean-up goes on: the stop waits for it
     assert inner_done
     assert not processes.hold_stop()
+
+
+def marked(
+    marker: str, own_group: bool, script: str = "time.sleep(120)"
+) -> "subprocess.Popen[bytes]":
+    """A process whose command line carries marker (python ignores the argument)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", f"import os, signal, subprocess, time\n{script}", marker],
+        start_new_session=own_group,
+        stdout=subprocess.PIPE,
+    )
+    while not processes.carries(proc.pid, marker):  # cmdline is empty just after exec
+        time.sleep(0.01)
+    return proc
+
+
+@pytest.mark.parametrize("own_group", [True, False], ids=["group leader", "lone process"])
+def test_a_leftover_is_stopped_only_while_it_carries_the_marker(own_group: bool) -> None:
+    proc = marked("marker-a", own_group)
+    try:
+        assert not processes.stop_leftover(proc.pid, "marker-b")
+        assert proc.poll() is None
+        assert processes.stop_leftover(proc.pid, "marker-a")
+        # (Not its return code: stopping a group reaps it if it is our child, as here.)
+        assert not processes.carries(proc.pid, "marker-a")
+        assert not processes.stop_leftover(proc.pid, "marker-a"), "already gone"
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_a_leftover_group_is_stopped_whole_and_killed_after_the_grace() -> None:
+    """What a leader forked goes with it; SIGTERM ignored: SIGKILL after the grace."""
+    proc = marked(
+        "leftover-group",
+        own_group=True,
+        script="signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        "child = subprocess.Popen(['sleep', '120'])\n"
+        "print(child.pid, flush=True)\n"
+        "time.sleep(120)",
+    )
+    try:
+        assert proc.stdout is not None
+        forked = int(proc.stdout.readline())  # printed once SIGTERM is ignored
+        assert _pgid(forked) == proc.pid
+        started = time.monotonic()
+        assert processes.stop_leftover(proc.pid, "leftover-group", grace=1)
+        assert time.monotonic() - started >= 1, "SIGKILL only after the grace"
+        assert not processes.carries(proc.pid, "leftover-group")
+        assert gone(forked)
+    finally:
+        proc.kill()
+        proc.wait()

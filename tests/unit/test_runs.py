@@ -2,7 +2,6 @@
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ from imagekit import clouds, runs
 from imagekit.builders import recover_builds
 from imagekit.config import load_config
 from imagekit.errors import ImagekitError
+from imagekit.instances.qemu import QemuInstance
 from imagekit.manifest import Manifest
 from tests.unit.manifests import make_manifest
 
@@ -89,6 +89,27 @@ def test_a_dead_runs_process_is_stopped_and_its_dir_removed(tmp_path: Path) -> N
         for proc in (vm, stranger):
             proc.kill()
             proc.wait()
+
+
+def test_a_test_vm_killed_before_qemu_started_leaves_no_files(tmp_path: Path) -> None:
+    """Its temp dir (the run's SSH key goes there) is in the run's directory from the start."""
+    image = tmp_path / "web.qcow2"
+    image.touch()
+    run_id = dead_run(
+        tmp_path / "cache",
+        "from imagekit.instances.qemu import QemuInstance\n"
+        f"vm = QemuInstance(Path({str(image)!r}), 'admin', 'imagekit-test-web', "
+        "stop_with_us=True)\n"
+        "assert vm.workdir.parent == run.directory\n"
+        "(vm.workdir / 'id_ed25519').write_text('private')",
+    )
+    assert runs.recover(tmp_path / "cache") == []
+    assert not (tmp_path / "cache" / "runs" / run_id).exists()
+    kept = QemuInstance(image, "admin", "imagekit-kept-web")  # --keep: outlives every run
+    try:
+        assert not kept.workdir.is_relative_to(tmp_path)
+    finally:
+        kept.stop()
 
 
 def test_a_live_run_is_left_alone(tmp_path: Path) -> None:
@@ -178,19 +199,6 @@ def test_cloud_leftovers_are_kept_until_the_cloud_is_cleaned(tmp_path: Path) -> 
     done = runs.recover(tmp_path, lambda c, r, k: [f"deleted queued image of {r} in {c}"])
     assert done == [f"deleted queued image of {run_id} in prod"]
     assert not (tmp_path / "runs" / run_id).exists()
-
-
-def test_stop_process_needs_the_marker(tmp_path: Path) -> None:
-    proc = sleeper("marker-a")
-    try:
-        assert not runs.stop_process(proc.pid, "marker-b")
-        assert proc.poll() is None
-        assert runs.stop_process(proc.pid, "marker-a")
-        assert gone(proc)
-        assert proc.returncode == -signal.SIGTERM
-    finally:
-        proc.kill()
-        proc.wait()
 
 
 def building(build_dir: Path, run_id: str | None) -> Manifest:
