@@ -125,7 +125,7 @@ def delete_run_leftovers(cloud: str, run_id: str, kinds: list[str]) -> list[str]
     Images: unfinished uploads (not active; an active one is verified or replaced
     by the next publish) and intermediates in any state (Packer's snapshot, which a
     build downloads and deletes). Servers, keypairs, floating IPs, ports: all of
-    them (throwaway by definition).
+    them, and networks (throwaway by definition).
     """
     conn = connect(cloud)
     done: list[str] = []
@@ -153,4 +153,7 @@ def delete_run_leftovers(cloud: str, run_id: str, kinds: list[str]) -> list[str]
             for port in conn.network.ports(description=run_description(run_id)):
                 conn.network.delete_port(port, ignore_missing=True)
                 done.append(f"deleted port {port.id} in '{cloud}'")
+            for network in conn.network.networks(description=run_description(run_id)):
+                conn.network.delete_network(network, ignore_missing=True)  # and its subnet
+                done.append(f"deleted network {network.name} in '{cloud}'")
     return done

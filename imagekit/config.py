@@ -99,6 +99,9 @@ class OpenStackSettings(StrictModel):
     # ssh's ProxyCommand (%h, %p) when the builder cannot route to the servers' addresses
     # (a bastion; the dev cloud's namespace: ip netns exec imagekit-devcloud nc %h %p).
     ssh_proxy_command: str | None = None
+    # The network namespace this host reaches the floating IPs from (the dev cloud's:
+    # imagekit-devcloud); `site test --cloud` runs its suite there, as the outside world.
+    outside_namespace: str | None = None
     # An HTTP proxy for apt in build servers that reach no mirror themselves (the dev cloud's).
     apt_proxy: ImageMirrorUrl | None = None
 

@@ -29,7 +29,8 @@ from imagekit.yamlfile import load_yaml
 
 DEFAULT_SITE = CHECKOUT / "site.yaml"
 
-# Nova's order on an i440fx machine: the first NIC is ens3, the second ens4.
+# The local site's NICs (qemu's fixed PCI slots 3 and 4). A cloud may name them otherwise
+# (the compute dev cloud: ens2, ens3): the lb finds its NICs by what they carry.
 NIC_NAMES = ("ens3", "ens4")
 
 # The least memory each role boots and serves with (MiB): a site runs them all at once.
@@ -170,7 +171,6 @@ class Site(BaseModel):
             "db_password": self.db_password,
         }
         if instance.role == "lb":
-            values["public_interface"] = NIC_NAMES[0]
             values["web_backends"] = [
                 {"name": web.name, "address": str(web.address)} for web in self.of_role("web")
             ]

@@ -12,7 +12,6 @@ the run is removed whatever happened, unless it is kept (`--keep`, then
 import json
 import os
 import shutil
-import signal
 import subprocess
 import threading
 import time
@@ -21,8 +20,9 @@ import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
-from imagekit import progress
+from imagekit import processes, progress
 from imagekit.config import Config
 from imagekit.errors import ImagekitError, Interrupted, UserError
 from imagekit.files import write_private
@@ -33,8 +33,8 @@ from imagekit.roles import CHECKOUT
 from imagekit.site import network
 from imagekit.site.model import MEMORY_MB, Site, SiteInstance
 from imagekit.store import Build, Store
+from imagekit.suites import pytest_command
 from imagekit.userdata import render_user_data
-from imagekit.verify import pytest_command
 
 SUITE_DIR = CHECKOUT / "tests" / "site"
 STATE = "state.json"
@@ -80,13 +80,27 @@ def parse_builds(values: list[str]) -> dict[str, str]:
     return chosen
 
 
+class Machine(Protocol):
+    """What a site run asks of an instance, local (QemuInstance) or on a cloud (Server)."""
+
+    accelerator: str
+    workdir: Path
+
+    @property
+    def pid(self) -> int | None: ...
+    def gone(self) -> str | None: ...
+    def console_tail(self, lines: int = ...) -> str: ...
+    def power_on(self) -> None: ...
+    def stop(self) -> None: ...
+
+
 @dataclass
 class Member:
     """One booted instance of the site."""
 
     instance: SiteInstance
     build_dir: Path
-    vm: QemuInstance
+    vm: "Machine"
     timings: dict[str, float] = field(default_factory=dict)
     error: str | None = None
 
@@ -97,12 +111,16 @@ class SiteResult:
     report: Path
     checks: list[tuple[str, str]]  # (check, outcome)
     members: list[Member]
-    namespace: str
+    namespace: str | None  # where the outside world is (None: this host)
     ssh_config: Path
     lb_public_address: str
 
 
 class SiteRun:
+    """A site on this host: qemu VMs in a network namespace of the run's own."""
+
+    backend = "QemuInstance"
+
     def __init__(
         self,
         config: Config,
@@ -126,7 +144,20 @@ class SiteRun:
         self.network = network.SiteNetwork(
             uuid.uuid4().hex[:8], self.site.public_network, self.site.outside
         )
+        self.namespace: str | None = self.network.namespace
         self.members: list[Member] = []
+
+    def exec_prefix(self) -> list[str]:
+        """How a command runs in the site's outside world."""
+        return self.network.exec_prefix()
+
+    @property
+    def lb_public_address(self) -> str:
+        return str(self.site.lb.public_address)
+
+    @property
+    def outside(self) -> str:
+        return str(self.site.outside)
 
     # -- set up ---------------------------------------------------------------------------
 
@@ -141,9 +172,18 @@ class SiteRun:
         self._write_ssh_config(key_file)
         self.network.create()
         for instance in self.site.instances:
-            self.members.append(self._launch(instance, public_key))
+            build_dir = self.builds[instance.role]
+            vm = self._qemu(instance)
+            # Recorded before its files and qemu exist: down() and a later run's
+            # clean-up find them whenever this run is interrupted.
+            self.members.append(Member(instance, build_dir, vm))
             self._save_state(kept=False)
-        started = time.monotonic()
+            vm.launch(public_key)
+            self._save_state(kept=False)
+            self.say(f"[site] {instance.name} ({instance.role} {build_dir.name}) booting")
+        self._wait_all_ready(time.monotonic())
+
+    def _wait_all_ready(self, started: float) -> None:
         threads = [
             threading.Thread(target=self._wait_ready, args=(m, started), daemon=True)
             for m in self.members
@@ -157,7 +197,7 @@ class SiteRun:
         if failed:
             raise ImagekitError("; ".join(f"{m.instance.name}: {m.error}" for m in failed))
 
-    def _launch(self, instance: SiteInstance, public_key: str) -> Member:
+    def _qemu(self, instance: SiteInstance) -> QemuInstance:
         build_dir = self.builds[instance.role]
         values = self.site.role_values(instance)
         nics = [network.PUBLIC_BRIDGE] if instance.role == "lb" else []
@@ -168,7 +208,7 @@ class SiteRun:
             netdevs.append(
                 Nic(f"tap,ifname={tap},script=no,downscript=no", self.site.mac(instance, n))
             )
-        vm = QemuInstance(
+        return QemuInstance(
             Build(instance.role, build_dir).image,
             Manifest.read(build_dir).admin_user,
             instance.name,
@@ -179,9 +219,6 @@ class SiteRun:
             netns=self.network.namespace,
             network_config=self.site.network_config(instance),
         )
-        vm.launch(public_key)
-        self.say(f"[site] {instance.name} ({instance.role} {build_dir.name}) booting")
-        return Member(instance, build_dir, vm)
 
     def _admin_user(self) -> str:
         """The login user, as the builds recorded it."""
@@ -216,7 +253,7 @@ class SiteRun:
         for instance in self.site.instances:
             lines.append(f"Host {instance.name}")
             if instance is lb:
-                lines.append(f"  HostName {instance.public_address}")
+                lines.append(f"  HostName {self.lb_public_address}")
             else:
                 lines += [f"  HostName {instance.address}", f"  ProxyJump {lb.name}"]
         self.ssh_config.write_text("\n".join(lines) + "\n")
@@ -226,7 +263,7 @@ class SiteRun:
         return self.workdir / "ssh_config"
 
     def ssh(self, name: str, command: str, timeout: float) -> subprocess.CompletedProcess[str]:
-        cmd = [*self.network.exec_prefix(), "ssh", "-F", str(self.ssh_config), name, command]
+        cmd = [*self.exec_prefix(), "ssh", "-F", str(self.ssh_config), name, command]
         try:
             return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -272,7 +309,7 @@ class SiteRun:
         context = self.workdir / "context.json"
         context.write_text(json.dumps(self.context(), indent=2))
         junit = self.reports / "site-report.xml"
-        cmd = [*self.network.exec_prefix(), *pytest_command(junit, str(SUITE_DIR))]
+        cmd = [*self.exec_prefix(), *pytest_command(junit, str(SUITE_DIR))]
         started = time.monotonic()
         log_file = self.reports / "site-suite.log"
         with log_file.open("w") as log:
@@ -297,12 +334,13 @@ class SiteRun:
         site = self.site
         return {
             "ssh_config": str(self.ssh_config),
-            "namespace": self.network.namespace,
+            # Checks of the local wiring (the run's own namespace) are left out on a cloud.
+            "backend": "local" if self.backend == "QemuInstance" else "cloud",
             "domain": site.domain,
             "private_network": str(site.private_network),
-            "outside": str(site.outside),
+            "outside": self.outside,
             "lb": site.lb.name,
-            "lb_public_address": str(site.lb.public_address),
+            "lb_public_address": self.lb_public_address,
             "server_name": site.server_name,
             "db_name": site.db_name,
             "db_user": site.db_user,
@@ -331,7 +369,7 @@ class SiteRun:
             skipped=counts["skipped"],
             suite_s=suite_s,
             total_s=round(time.monotonic() - started, 1),
-            backend="QemuInstance",
+            backend=self.backend,
             accelerator=self.members[0].vm.accelerator if self.members else "",
             report=str(junit),
             site=str(self.site_file),
@@ -352,9 +390,9 @@ class SiteRun:
             junit,
             checks,
             self.members,
-            self.network.namespace,
+            self.namespace,
             self.ssh_config,
-            str(self.site.lb.public_address),
+            self.lb_public_address,
         )
 
     # -- tear down --------------------------------------------------------------------------
@@ -379,17 +417,21 @@ class SiteRun:
             member.vm.stop()
         teardown(self.network.namespace, [], self.workdir)
 
+    def _where(self) -> dict[str, object]:
+        """What teardown() needs to find this site's parts."""
+        return {
+            "namespace": self.network.namespace,
+            "qemu": [{"pid": m.vm.pid or 0, "workdir": str(m.vm.workdir)} for m in self.members],
+        }
+
     def _save_state(self, kept: bool) -> None:
         state = {
             "owner_pid": os.getpid(),
             "kept": kept,
-            "namespace": self.network.namespace,
-            "qemu": [
-                {"pid": m.vm.pid, "workdir": str(m.vm.workdir)} for m in self.members if m.vm.pid
-            ],
+            **self._where(),
             "ssh_config": str(self.ssh_config),
             "lb": self.site.lb.name,
-            "lb_public_address": str(self.site.lb.public_address),
+            "lb_public_address": self.lb_public_address,
             "instances": [i.name for i in self.site.instances],
         }
         tmp = self.workdir / (STATE + ".tmp")
@@ -424,35 +466,15 @@ def teardown(namespace: str, qemu: list[dict[str, object]], workdir: Path) -> No
     """Stop what a site left (qemu by recorded pid, anything else still in its
     namespace), delete the namespace, remove the run's files."""
     for vm in qemu:
-        pid, vm_dir = int(str(vm["pid"])), Path(str(vm["workdir"]))
-        if _is_our_qemu(pid, vm_dir):
-            _kill(pid)
+        vm_dir = Path(str(vm["workdir"]))
+        processes.stop_leftover(int(str(vm["pid"])), str(vm_dir), grace=5)
         shutil.rmtree(vm_dir, ignore_errors=True)
     # Whatever still runs in the namespace was started there by a site run.
     listed = subprocess.run(["ip", "netns", "pids", namespace], capture_output=True, text=True)
     for pid in map(int, listed.stdout.split()):
-        _kill(pid)
+        processes.stop_leftover(pid, "", grace=5)
     network.remove(namespace)
     shutil.rmtree(workdir, ignore_errors=True)
-
-
-def _is_our_qemu(pid: int, vm_dir: Path) -> bool:
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return False
-    return b"qemu-system" in cmdline and str(vm_dir).encode() in cmdline
-
-
-def _kill(pid: int) -> None:
-    try:
-        os.kill(pid, signal.SIGTERM)
-        for _ in range(50):
-            time.sleep(0.1)
-            os.kill(pid, 0)
-        os.kill(pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def down_all(only_dead: bool = False) -> list[str]:
@@ -472,6 +494,17 @@ def down_all(only_dead: bool = False) -> list[str]:
             continue
         running = not state["kept"] and _alive(int(state["owner_pid"]))
         if running or (only_dead and state["kept"]):
+            continue
+        if "cloud" in state:
+            from imagekit.site import cloud  # openstacksdk only for cloud sites
+
+            try:
+                cloud.delete(state["cloud"], state["run_id"])
+            except ImagekitError as err:  # an unreachable cloud must not stop this command
+                progress.say(f"[site] site run {state['run_id']} not removed yet: {err}")
+                continue
+            shutil.rmtree(workdir, ignore_errors=True)
+            removed.append(f"site run {state['run_id']} in cloud '{state['cloud']}'")
             continue
         teardown(state["namespace"], state["qemu"], workdir)
         removed.append(state["namespace"])
@@ -496,11 +529,18 @@ def site_test(
     keep: bool = False,
     identity: Path | None = None,
     say: Callable[[str], None] = progress.say,
+    cloud: str | None = None,
 ) -> SiteResult:
-    """Boot the site, run its suite, record the result; remove it all unless kept."""
+    """Boot the site (here, or on that cloud), run its suite, record the result; remove
+    it all unless kept."""
     for leftover in down_all(only_dead=True):
         say(f"[site] removed {leftover}, left by a run that died")
-    run = SiteRun(config, site, site_file, builds, identity, say=say)
+    if cloud is None:
+        run = SiteRun(config, site, site_file, builds, identity, say=say)
+    else:
+        from imagekit.site.cloud import CloudSiteRun  # openstacksdk only for cloud sites
+
+        run = CloudSiteRun(config, site, site_file, builds, cloud, identity, say=say)
     started = time.monotonic()
     kept = False
     try:
@@ -560,14 +600,25 @@ def summary(result: SiteResult) -> str:
     return "\n".join(lines)
 
 
+def document(result: SiteResult) -> dict[str, object]:
+    """`site test -f json`: the record the builds' manifests got, each check's outcome,
+    and the report's path."""
+    return {
+        **result.record.model_dump(),
+        "report": str(result.report),
+        "checks": dict(result.checks),
+    }
+
+
 def how_to_reach(result: SiteResult) -> str:
     """For --keep: a shell in the outside world, and SSH to every instance."""
-    enter = f"ip netns exec {result.namespace}"
+    enter = f"ip netns exec {result.namespace} " if result.namespace else ""
     lines = [
         "the site is up; from its outside world:",
-        f"  {enter} curl -k https://{result.lb_public_address}/",
-        f"  {enter} bash    # a shell out there",
+        f"  {enter}curl -k https://{result.lb_public_address}/",
     ]
-    lines += [f"  {enter} ssh -F {result.ssh_config} {m.instance.name}" for m in result.members]
+    if result.namespace:
+        lines.append(f"  {enter}bash    # a shell out there")
+    lines += [f"  {enter}ssh -F {result.ssh_config} {m.instance.name}" for m in result.members]
     lines.append("remove it with: imagekit site down")
     return "\n".join(lines)

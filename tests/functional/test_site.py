@@ -31,7 +31,7 @@ from imagekit.site.run import down_all, how_to_reach, site_test, sites_dir, summ
 Built = Callable[[str], Path]
 
 # Every check of tests/site/test_site.py (parametrized ones once per role).
-SITE_CHECKS = 13
+SITE_CHECKS = 14
 
 
 def nothing_left() -> None:
@@ -51,6 +51,11 @@ def nothing_left() -> None:
     assert left == [], f"qemu work dirs left behind: {left}"
 
 
+# Four VMs booted at once: 710 s on this kind of host (2 cores, TCG), which the CI run's 90
+# minutes have no room for beside the pipeline's own site test. Seen passing here
+# (2026-12-02, in a full CI run: 43 passed, 83.6 min).
+# Run it with: tox -e functional -- -m extended tests/functional/test_site.py
+@pytest.mark.extended
 def test_a_site_with_a_wrong_database_password_fails_the_right_checks(
     built: Built, config: Config, tmp_path: Path, key_pair: Path
 ) -> None:
@@ -84,6 +89,7 @@ def test_a_site_with_a_wrong_database_password_fails_the_right_checks(
         assert not Manifest.read(builds["web"]).site_tested
 
         # Kept: it still answers from its outside world, and says why it fails.
+        assert result.namespace is not None
         page = subprocess.run(
             ["ip", "netns", "exec", result.namespace,
              "curl", "-sk", "--max-time", "30", f"https://{result.lb_public_address}/"],

@@ -68,6 +68,7 @@ class FakeCloud:
         # Every server create request body, as Nova received it.
         self.server_requests: list[dict[str, Any]] = []
         self.floating_ips: dict[str, dict[str, Any]] = {}
+        self.ip_requests: list[dict[str, Any]] = []  # each create body, as Neutron got it
         # Ports made by the client (a server's own NIC ports are Nova's: port-1).
         self.ports: dict[str, dict[str, Any]] = {}
         self.port_requests: list[dict[str, Any]] = []
@@ -76,6 +77,8 @@ class FakeCloud:
             {"id": "net-public", "name": "public"},
             {"id": "net-site", "name": "site-private"},
         ]
+        # Networks and subnets the client made: (kind, create body as Neutron got it).
+        self.made: list[tuple[str, dict[str, Any]]] = []
         self.created: list[str] = []
         self.deleted: list[str] = []
         mocker.register_uri(requests_mock.ANY, requests_mock.ANY, status_code=599, json={})
@@ -159,6 +162,14 @@ class FakeCloud:
                 r"^/v2.0/ports/(.+)$",
                 lambda m: self._delete("port", m[1], self.ports, context),
             ),
+            ("GET", r"^/v2.0/security-groups/(.+)$", lambda m: self._not_found(context)),
+            (
+                "GET",
+                r"^/v2.0/security-groups$",
+                lambda m: {"security_groups": [{"id": "sg-1", "name": "default"}]},
+            ),
+            ("POST", r"^/v2.0/networks$", lambda m: self._create("network", body, context)),
+            ("POST", r"^/v2.0/subnets$", lambda m: self._create("subnet", body, context)),
             ("POST", r"^/v2.0/floatingips$", lambda m: self._create_ip(body, context)),
             (
                 "DELETE",
@@ -241,7 +252,15 @@ class FakeCloud:
         context.status_code = 201
         return {"port": port}
 
+    def _create(self, kind: str, body: dict[str, Any], context: Any) -> Any:
+        made = {**body[kind], "id": f"{kind}-{len(self.made) + 1}"}
+        self.made.append((kind, body[kind]))
+        self.created.append(f"{kind} {made['id']}")
+        context.status_code = 201
+        return {kind: made}
+
     def _create_ip(self, body: dict[str, Any], context: Any) -> Any:
+        self.ip_requests.append(body["floatingip"])
         ip = {**body["floatingip"], "id": "fip-1", "floating_ip_address": "127.0.0.1"}
         self.floating_ips[ip["id"]] = ip
         self.created.append("floating_ip fip-1")

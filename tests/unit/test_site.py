@@ -44,7 +44,7 @@ def test_values_that_follow_from_the_site_are_derived() -> None:
         ("web1", "10.12.0.11", 80),
         ("web2", "10.12.0.12", 80),
     ]
-    assert (lb.public_interface, lb.private_interface) == ("ens3", "ens4")
+    assert lb.private_interface == "ens4"
     assert web.private_interface == "ens3" and not web.configure_private_interface
     assert {n: str(a) for n, a in dns.records.items()} == {
         "lb1": "10.12.0.1", "web1": "10.12.0.11", "web2": "10.12.0.12",
@@ -164,7 +164,9 @@ def test_user_data_sets_the_default_route_through_the_gateway(
     assert main(["--config", str(config), "site", "userdata", "--output", str(tmp_path / "o")]) == 0
     data = {path.stem: yaml.safe_load(path.read_text()) for path in (tmp_path / "o").iterdir()}
     assert ["ip", "route", "replace", "default", "via", "10.12.0.1"] in data["db1"]["bootcmd"]
-    assert "bootcmd" not in data["lb1"]
+    # The lb is the gateway: its default route is its public side's, and it finds its NICs.
+    (finds_nics,) = data["lb1"]["bootcmd"]
+    assert "40-imagekit-interfaces.nft" in finds_nics[-1] and "route replace" not in finds_nics[-1]
 
 
 def test_duplicate_names_and_missing_roles(tmp_path: Path) -> None:
@@ -236,3 +238,12 @@ def test_site_userdata_refuses_a_file_or_symlink_as_output(tmp_path: Path) -> No
     for bad in ("file", "link"):
         with pytest.raises(UserError, match="not a directory"):
             write_user_data(None, site, tmp_path / bad)  # type: ignore[arg-type]
+
+
+def test_a_cloud_site_needs_the_openstack_section(
+    write_config: object, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_config("ssh_keys: ['{key}']\n")  # type: ignore[operator]
+    assert main(["--config", str(config), "site", "test", "--cloud", "prod"]) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line == f"imagekit: error: {config}: openstack: section missing (needed by --cloud)"

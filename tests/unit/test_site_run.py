@@ -9,7 +9,9 @@ from typing import Any
 
 import pytest
 
+from imagekit.errors import ImagekitError
 from imagekit.manifest import Manifest, SiteTestRecord
+from imagekit.site import cloud
 from imagekit.site import run as site_run
 from imagekit.site.model import DEFAULT_SITE, load_site
 
@@ -159,3 +161,47 @@ def test_how_to_reach_a_kept_site(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     for name in ("lb1", "web1", "web2", "dns1", "db1"):
         assert f"  {enter} ssh -F {run.ssh_config} {name}" in text
     assert text[-1] == "remove it with: imagekit site down"
+
+
+def test_site_test_json_is_the_record_with_each_checks_outcome(tmp_path: Path) -> None:
+    record = SiteTestRecord(
+        when="2026-12-02T00:00:00Z", passed=False, tests=2, failures=1, report="site-report.xml",
+        site="site.yaml", run_id="r1", instances={"web1": "web/20261202T010000Z"},
+    )  # fmt: skip
+    result = site_run.SiteResult(
+        record=record,
+        report=tmp_path / "site-report.xml",
+        checks=[("test_a", "passed"), ("test_b", "failed")],
+        members=[],
+        namespace="ns",
+        ssh_config=tmp_path / "ssh_config",
+        lb_public_address="203.0.113.10",
+    )
+    document = json.loads(json.dumps(site_run.document(result)))
+    assert document["checks"] == {"test_a": "passed", "test_b": "failed"}
+    assert document["report"] == str(tmp_path / "site-report.xml")
+    assert document["passed"] is False and document["run_id"] == "r1"
+    assert document["instances"] == {"web1": "web/20261202T010000Z"}
+
+
+def test_a_dead_cloud_site_is_deleted_and_an_unreachable_cloud_stops_nothing(
+    sites: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def delete(name: str, run_id: str) -> list[str]:
+        if name == "down":
+            raise ImagekitError("cloud 'down': clean-up failed: unreachable")
+        deleted.append((name, run_id))
+        return []
+
+    deleted: list[tuple[str, str]] = []
+    monkeypatch.setattr(cloud, "delete", delete)
+    for name in ("up", "down"):
+        workdir = site_run.sites_dir() / name
+        workdir.mkdir()
+        record = {"owner_pid": DEAD_PID, "kept": False, "cloud": name, "run_id": f"R-{name}"}
+        (workdir / site_run.STATE).write_text(json.dumps(record))
+    assert site_run.down_all(only_dead=True) == ["site run R-up in cloud 'up'"]
+    assert deleted == [("up", "R-up")]
+    assert not (site_run.sites_dir() / "up").exists()
+    assert (site_run.sites_dir() / "down").exists(), "kept for a later try"
+    assert "site run R-down not removed yet" in capsys.readouterr().err
