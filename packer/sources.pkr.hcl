@@ -40,6 +40,7 @@ source "openstack" "role" {
   flavor              = var.flavor
   networks            = var.networks
   floating_ip_network = var.floating_ip_network
+  floating_ip         = var.floating_ip
   security_groups     = var.security_groups
   image_name          = var.image_name
   image_visibility    = var.image_visibility

@@ -120,6 +120,12 @@ variable "floating_ip_network" {
   default = ""
 }
 
+variable "floating_ip" {
+  type        = string
+  default     = ""
+  description = "an existing floating IP's id (imagekit's, tagged with its run): used instead of one from floating_ip_network"
+}
+
 variable "security_groups" {
   type    = list(string)
   default = []

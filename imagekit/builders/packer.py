@@ -13,6 +13,7 @@ import re
 import shutil
 import signal
 import subprocess
+import time
 import uuid
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from imagekit.clouds import (
     cloud_errors,
     connect,
     glance,
+    run_description,
 )
 from imagekit.config import Config
 from imagekit.errors import ImagekitError, UserError
@@ -39,7 +41,7 @@ from imagekit.manifest import Manifest, Package, read_package_list
 from imagekit.progress import Progress
 from imagekit.publishing.attributes import image_attributes, image_name
 from imagekit.publishing.publish import existing_image
-from imagekit.publishing.upload import CHUNK, create_and_upload, file_md5
+from imagekit.publishing.upload import CHUNK, create_and_upload, file_md5, transfer
 from imagekit.roles import CHECKOUT, ELEMENTS_DIR, role_element
 from imagekit.store import Build, Store
 from imagekit.yamlfile import load_yaml
@@ -240,11 +242,22 @@ def build_on_cloud(config: Config, role: str, cloud: str, progress: Progress | N
         work.mkdir(parents=True)
         run = runs.current()
         run_id = run.id if run else build_dir.name
-        if run is not None:  # the build server and the snapshot, if we die
+        if run is not None:  # the build server, its floating IP and the snapshot, if we die
             run.note_cloud(cloud, "servers")
             run.note_cloud(cloud, "images")
         snapshot = f"imagekit-{role}-packer-{build_dir.name}"
+        floating_ip = None
         try:
+            if settings.floating_ip_network:
+                # Ours, not Packer's: tagged with the run, so that it is found again even
+                # if both of us die (Packer only deletes what it made itself).
+                with cloud_errors(cloud, "creating the build server's floating IP"):
+                    ip_network = conn.network.find_network(
+                        settings.floating_ip_network, ignore_missing=False
+                    )
+                    floating_ip = conn.network.create_ip(
+                        floating_network_id=ip_network.id, description=run_description(run_id)
+                    )
             key_file, public_key = make_key_pair(work, BUILD_KEY_COMMENT)
             (work / "user-data").write_text(
                 f"#cloud-config\nssh_authorized_keys:\n  - {public_key}\n"
@@ -273,6 +286,8 @@ def build_on_cloud(config: Config, role: str, cloud: str, progress: Progress | N
                 "instance_name": f"imagekit-packer-{role}-{run_id}",
                 "instance_metadata": {"imagekit": "throwaway", "imagekit_run": run_id},
             }
+            if floating_ip is not None:
+                variables |= {"floating_ip": floating_ip.id, "floating_ip_network": ""}
             env = {
                 **{k: v for k, v in os.environ.items() if not k.startswith("OS_")},
                 **openstack_environment(cloud),
@@ -298,7 +313,7 @@ def build_on_cloud(config: Config, role: str, cloud: str, progress: Progress | N
                 )
             progress.update("downloading the snapshot")
             with cloud_errors(cloud, "downloading the build's snapshot"):
-                _download(conn, snapshot, work / "snapshot")
+                _download(conn, snapshot, work / "snapshot", progress)
             progress.update("compressing")
             subprocess.run(
                 [
@@ -313,17 +328,25 @@ def build_on_cloud(config: Config, role: str, cloud: str, progress: Progress | N
             with contextlib.suppress(*CLOUD_ERRORS):
                 for image in glance(conn).images(name=snapshot, owner=conn.current_project_id):
                     glance(conn).delete_image(image, ignore_missing=True)
+            if floating_ip is not None:
+                with contextlib.suppress(*CLOUD_ERRORS):
+                    conn.network.delete_ip(floating_ip, ignore_missing=True)
             shutil.rmtree(work, ignore_errors=True)
 
     builder = ("packer", packer_version())
     return run_build(config, role, builder, [role_element(role)], produce, progress)
 
 
-def _download(conn: Connection, name: str, path: Path) -> None:
+def _download(conn: Connection, name: str, path: Path, progress: Progress) -> None:
     images = list(glance(conn).images(name=name, owner=conn.current_project_id))
     if len(images) != 1 or images[0].status != "active":
         raise ImagekitError(f"Packer's snapshot {name} is not in Glance (or not active)")
     response = glance(conn).download_image(images[0], stream=True)
+    done, started = 0, time.monotonic()
     with path.open("wb") as out:
         for chunk in response.iter_content(CHUNK):
             out.write(chunk)
+            done += len(chunk)
+            progress.update(
+                "downloading the snapshot", transfer(done, images[0].size or done, started)
+            )

@@ -14,6 +14,10 @@ from imagekit.manifest import Manifest
 from tests.functional.imagefs import apt_source_uris, mounted_root
 
 
+# A base build and a TCG VM that installs the web role: 13-16 min, a quarter of the CI
+# budget. The DIB path runs the same element scripts in every CI run. Run it with:
+# tox -e functional -- -m extended tests/functional/test_packer.py
+@pytest.mark.extended
 def test_web_built_with_packer_in_a_local_vm(config: Config, tmp_path: Path) -> None:
     """The image, as built and before any boot (the same provision.sh makes the image
     that passes the web suite on a cloud: test_devcloud_compute)."""
