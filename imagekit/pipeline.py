@@ -221,13 +221,17 @@ class Pipeline:
             stage = run.stages[STAGES.index("site")]
             stage.result, stage.seconds, stage.log = result, seconds, str(log)
         self._say(f"[site] test {result} in {seconds:.0f}s (log: {log})")
+        if result == "failed":
+            self._say_why("site", log)
 
     def _stage(self, run: RoleRun, stage: Stage) -> None:
         args = ["--config", str(self.config.source), stage.name, run.role]
         if stage.name != "build":
             args += ["--build", str(run.build_id)]
         if stage.name == "test":
-            args += ["--local"]  # whatever OS_CLOUD says
+            # Whatever OS_CLOUD says; one vCPU, as a build runs beside it: a two-vCPU TCG
+            # guest on a host this busy was seen livelocked (soft lockups for 400 s and more).
+            args += ["--local", "--cpus", "1"]
         if stage.name == "publish":
             args += ["--cloud", self.cloud]
         store = Store(self.config.output_dir)
@@ -270,6 +274,8 @@ class Pipeline:
                 stage.result = "failed"
                 self._say(f"[{run.role}] publish exited 0 but did not record every step")
         self._say(f"[{run.role}] {stage.name} {stage.result} in {stage.seconds:.0f}s (log: {log})")
+        if stage.result == "failed":
+            self._say_why(run.role, log)
 
     def _imagekit(self, args: list[str], log: Path) -> int:
         with log.open("w") as out:
@@ -303,6 +309,12 @@ class Pipeline:
     def _say(self, line: str) -> None:
         progress.say(line, warning=True)  # the nightly log's record of each stage
 
+    def _say_why(self, name: str, log: Path) -> None:
+        """A failed stage's reasons, from its log: the nightly log (and a CI run) shows
+        which checks failed without the stage's log at hand."""
+        for line in failure_lines(log):
+            self._say(f"[{name}]   {line}")
+
     def _write_summary(self, runs: list[RoleRun]) -> None:
         store = Store(self.config.output_dir)
         for run in runs:
@@ -319,17 +331,30 @@ class Pipeline:
         path.write_text(json.dumps(data, indent=2) + "\n")
 
 
+def failure_lines(log: Path, most: int = 8) -> list[str]:
+    """A stage log's failed checks and error line (the child's own summary); else its last line."""
+    try:
+        lines = log.read_text(errors="replace").splitlines()
+    except OSError:
+        return []
+    found = [
+        line.strip() for line in lines if line.startswith(("FAILED ", "ERROR ", "imagekit: error:"))
+    ]
+    if not found:
+        found = [line.strip() for line in lines[-1:]]
+    return found[-most:]
+
+
 def replaced_changes(store: Store, role: str, build_id: str, cloud: str) -> changes.Changes | None:
     """The build against the one it replaces: the newest earlier build published to the
     cloud, else the newest earlier finished one; None for a role's first build."""
-    finished = [(b.id, m) for b, m in store.readable(role) if m.status == "built"]
-    new = next((m for found, m in finished if found == build_id), None)
-    earlier = [m for found, m in finished if found < build_id]
-    published = [m for m in earlier if m.publication(cloud) is not None]
-    replaced = published or earlier
-    if not replaced or new is None:
+    new = next((m for b, m in store.readable(role) if b.id == build_id), None)
+    replaced = store.newest(role, published_to=cloud, before=build_id) or store.newest(
+        role, before=build_id
+    )
+    if replaced is None or new is None or new.status != "built":
         return None
-    return changes.compare(replaced[-1], new)
+    return changes.compare(replaced.manifest(), new)
 
 
 def dry_run(pipeline: Pipeline) -> str:

@@ -2,16 +2,21 @@
 
 A `Build` owns a build's file names; its manifest is the record every stage
 reads and updates (`Manifest.update`: locked, atomic). A `Store` answers "the
-newest build of ROLE [that passed its tests / its site test]" and "build ID of
-ROLE", for every command and the pipeline.
+newest build of ROLE [that passed its tests / its site test / is published
+to CLOUD / is older than BUILD]" and "build ID of ROLE", for every
+command and the pipeline.
 """
 
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from imagekit import progress
 from imagekit.errors import UserError
 from imagekit.manifest import MANIFEST, Manifest, check_build_id
+
+# Corrupt manifests already warned about.
+_warned: set[Path] = set()
 
 
 @dataclass(frozen=True)
@@ -78,18 +83,32 @@ class Store:
         for build in self.builds(role):
             try:
                 found.append((build, build.manifest()))
-            except UserError:
-                continue
+            except UserError as err:
+                # Said once per command: the newest readable build is used instead.
+                if build.dir not in _warned:
+                    _warned.add(build.dir)
+                    progress.say(f"imagekit: warning: {err}; skipped", warning=True)
         return found
 
-    def newest(self, role: str, tested: bool = False, site_tested: bool = False) -> Build | None:
+    def newest(
+        self,
+        role: str,
+        tested: bool = False,
+        site_tested: bool = False,
+        published_to: str | None = None,
+        before: str | None = None,
+    ) -> Build | None:
         """The newest build of a role that finished with an image (and passed its suite,
-        its site test); never a corrupt one."""
+        its site test; was uploaded to a cloud; is older than a build id);
+        never a corrupt one."""
         for build, manifest in reversed(self.readable(role)):
-            if manifest.status != "built":
+            if manifest.status != "built" or (before is not None and build.id >= before):
                 continue
-            if (manifest.tested or not tested) and (manifest.site_tested or not site_tested):
-                return build
+            if (tested and not manifest.tested) or (site_tested and not manifest.site_tested):
+                continue
+            if published_to is not None and manifest.publication(published_to) is None:
+                continue
+            return build
         return None
 
     def get(self, role: str, build_id: str, option: str = "--build ") -> Build:

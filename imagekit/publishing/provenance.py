@@ -9,6 +9,7 @@ which commit.
 """
 
 import hashlib
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,8 +18,9 @@ from openstack import exceptions as os_exceptions
 
 from imagekit.clouds import cloud_errors, connect, glance
 from imagekit.errors import ImagekitError, UserError
+from imagekit.progress import Progress
 from imagekit.publishing.signing import verify_signature
-from imagekit.publishing.upload import CHUNK
+from imagekit.publishing.upload import CHUNK, transfer
 
 SIGNATURE_PROPERTIES = (
     "img_signature",
@@ -66,10 +68,15 @@ def verify_image(cloud: str, image: str, certificate: Path | None = None) -> Pro
                 raise UserError(f"image {image!r} in '{cloud}' was not published by imagekit")
             sha256, sha512, size = hashlib.sha256(), hashlib.sha512(), 0
             response = glance(conn).download_image(found, stream=True)
-            for chunk in response.iter_content(CHUNK):
-                sha256.update(chunk)
-                sha512.update(chunk)
-                size += len(chunk)
+            shown, started = Progress(f"verify {found.name}"), time.monotonic()
+            try:
+                for chunk in response.iter_content(CHUNK):
+                    sha256.update(chunk)
+                    sha512.update(chunk)
+                    size += len(chunk)
+                    shown.update("downloading", transfer(size, found.size or size, started))
+            finally:
+                shown.close()
             signature: dict[str, Any] = {}
             if all(props.get(name) for name in SIGNATURE_PROPERTIES):
                 signature = _check_signature(conn, props, sha256.digest(), certificate)

@@ -134,10 +134,11 @@ def test_resume_after_a_failed_stage(config: Config) -> None:
 def test_a_role_failing_its_suite_is_not_published(
     config: Config, make_config: Callable[..., Path], devcloud: DevCloud
 ) -> None:
-    """dns's suite fails: its build recorded a package that the image lacks (the suite
-    checks what the build recorded). web passed its own (its record is kept: the pipeline
-    resumes it at the site test), but the site cannot be tested without a tested dns build,
-    so web is not published either: only a passing site test publishes."""
+    """dns's suite fails (the real suite, in a VM): its build recorded a package that the
+    image lacks (the suite checks what the build recorded). web passed its own (its record
+    is kept: the pipeline resumes it at the site test), but the site cannot be tested
+    without a tested dns build, so web is not published either: only a passing site test
+    publishes."""
     path = make_config()
     for role in ROLES:  # lb and db: tested builds the site could use
         newest = Store(config.output_dir).newest(role, tested=True)
@@ -172,6 +173,10 @@ def test_a_role_failing_its_suite_is_not_published(
     )
     dns = Store(output_dir).builds("dns")[-1].manifest()
     assert dns.publications == [] and not dns.tested
+    # The real suite failed the one check the image cannot pass (and only it).
+    said = (output_dir / "pipeline" / summary(output_dir)["run_id"] / "dns-test.log").read_text()
+    assert re.search(r"^dns: FAILED (\d+)/(\d+) checks", said, re.M), said
+    assert "test_shared_packages_are_installed" in said and "no-such-package" in said, said
 
 
 def test_dry_run_changes_nothing(config: Config) -> None:

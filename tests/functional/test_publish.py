@@ -88,6 +88,7 @@ def test_publish_share_accept_and_download(
     assert found["ok"] and found["image_id"] == image.id
     assert (found["build_id"], found["source"]) == (tested_web.name, record["imagekit_source"])
     assert found["sbom_sha256"] == record["imagekit_sbom_sha256"]
+    assert f"[verify {image.name} " in checked.stderr and "] downloading" in checked.stderr
 
     with pytest.raises(os_exceptions.NotFoundException):
         glance(beta).get_image(image.id)

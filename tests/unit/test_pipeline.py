@@ -142,7 +142,9 @@ def test_the_dev_cloud_is_found_when_named(tmp_path: Path, monkeypatch: pytest.M
     local.clouds_yaml.parent.mkdir()
     local.clouds_yaml.write_text("clouds:\n  devcloud:\n    auth: {auth_url: 'http://x/v3'}\n")
     monkeypatch.setattr(cli, "DevCloud", lambda: local)
-    monkeypatch.delenv("OS_CLIENT_CONFIG_FILE", raising=False)
+    # Set, then removed: teardown removes what cli._cloud sets, so later tests do not see it.
+    monkeypatch.setenv("OS_CLIENT_CONFIG_FILE", "")
+    monkeypatch.delenv("OS_CLIENT_CONFIG_FILE")
     monkeypatch.setenv("HOME", str(tmp_path))  # no user clouds.yaml that names it
     monkeypatch.chdir(tmp_path)
     assert cli._cloud(argparse.Namespace(cloud="prod")) == "prod"

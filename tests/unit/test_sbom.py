@@ -58,6 +58,9 @@ def test_the_sbom_is_valid_cyclonedx_and_lists_every_package(tmp_path: Path) -> 
     assert provenance["imagekit:git-commit"] == "0123abc"
     assert provenance["imagekit:git-dirty"] == "true"
     assert provenance["imagekit:suites"] == "bookworm bookworm-security"
+    assert provenance["imagekit:builder"] == "diskimage-builder 3.43.0"
+    assert provenance["imagekit:elements"] == "debian-minimal imagekit-web"
+    assert provenance["imagekit:distribution"] == "debian bookworm"
     purls = {c["name"]: c["purl"] for c in data["components"]}
     tail = "?arch=amd64&distro=bookworm&upstream="
     assert purls == {

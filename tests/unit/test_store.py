@@ -10,7 +10,7 @@ import yaml
 from imagekit.cli import main
 from imagekit.config import Config, load_config
 from imagekit.errors import UserError
-from imagekit.manifest import MANIFEST, Manifest, SiteTestRecord, SuiteResult
+from imagekit.manifest import MANIFEST, Manifest, Publication, SiteTestRecord, SuiteResult
 from imagekit.store import Build, Store
 from tests.unit.manifests import make_manifest
 
@@ -64,11 +64,30 @@ def test_newest_site_tested(tmp_path: Path) -> None:
     assert Store(tmp_path).newest("web", tested=True, site_tested=True) == site
 
 
-def test_a_corrupt_build_is_never_newest_and_blocks_nothing(tmp_path: Path) -> None:
+def test_newest_published_to_a_cloud_and_older_than(tmp_path: Path) -> None:
+    uploaded = Publication(cloud="prod", image_id="i1", name="n", when="t")
+    old = _add(tmp_path, "web", "20260101T000000Z", publications=uploaded)
+    new = _add(tmp_path, "web", "20260102T000000Z")
+    store = Store(tmp_path)
+    assert store.newest("web", published_to="prod") == old
+    assert store.newest("web", published_to="test") is None
+    assert store.newest("web") == new
+    assert store.newest("web", before=new.id) == old
+    assert store.newest("web", before=old.id) is None
+
+
+def test_a_corrupt_build_is_never_newest_and_blocks_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     good = _add(tmp_path, "web", "20260101T000000Z")
     corrupt = _add(tmp_path, "web", "20260102T000000Z")
     corrupt.manifest_file.write_text(corrupt.manifest_file.read_text()[:40])  # a full disk
     assert Store(tmp_path).newest("web") == good
+    assert Store(tmp_path).newest("web", tested=False) == good
+    # Not silently: said once, on stderr, naming the file.
+    (warning,) = capsys.readouterr().err.splitlines()
+    assert warning.startswith(f"imagekit: warning: {corrupt.manifest_file}: corrupt manifest")
+    assert warning.endswith("; skipped")
     with pytest.raises(UserError) as error:
         Manifest.read(corrupt.dir)
     assert str(error.value).startswith(f"{corrupt.manifest_file}: corrupt manifest")
