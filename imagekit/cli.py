@@ -27,7 +27,7 @@ from imagekit.config import DEFAULT_CONFIG, Config, load_config
 from imagekit.devcloud import DevCloud
 from imagekit.errors import ImagekitError, Interrupted, UserError
 from imagekit.files import write_private
-from imagekit.instances import SshAddress
+from imagekit.instances import SshAddress, factories
 from imagekit.manifest import check_qcow2
 from imagekit.publishing import provenance, rotation, sharing
 from imagekit.publishing import publish as publishing
@@ -58,6 +58,12 @@ EXIT_STATUSES = """exit status:
   2    bad input: one line on stderr names what and where; nothing was made
   3    another imagekit run holds what this one needs (the same role's build, the pipeline)
   130  interrupted (Ctrl-C, SIGTERM, SIGHUP): what was made was removed"""
+
+
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number from 1 up, not '{text}'")
+    return int(text)
 
 
 def _format_option(command: argparse.ArgumentParser) -> None:
@@ -170,6 +176,7 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="fail instead of installing missing host packages with apt",
     )
+    _format_option(build)  # json/yaml: each build made, as `builds` lists it, and its image
 
     test = commands.add_parser(
         "test",
@@ -196,6 +203,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     test.add_argument(
         "--local", action="store_true", help="a local qemu VM even when OS_CLOUD is set"
+    )
+    test.add_argument(
+        "--cpus",
+        type=_positive_int,
+        metavar="N",
+        help="the local VM's vCPUs (default: 2 where the host has two cores; the pipeline "
+        "gives each test one, as a build runs beside it)",
     )
     _format_option(test)
 
@@ -358,7 +372,8 @@ def _parser() -> argparse.ArgumentParser:
         help="boot the whole site (lb, web, dns, db) from the golden images and test it",
         description="'test' boots one instance per entry of the site description from the "
         "newest tested build of its role, all at once in a network namespace of their own "
-        "wired as the real site, runs the site suite, records the result in every build's "
+        "(or, with --cloud, as servers on that cloud) wired as the real site, runs the site "
+        "suite, records the result in every build's "
         "manifest, and removes everything. 'down' removes kept sites. 'userdata' writes the "
         "user data of every instance.",
     )
@@ -382,6 +397,12 @@ def _parser() -> argparse.ArgumentParser:
         "--keep", action="store_true", help="test: leave the site up and print how to reach it"
     )
     site.add_argument(
+        "--cloud",
+        metavar="NAME",
+        help="test: boot the site as servers on this cloud (clouds.yaml) from the builds' "
+        "published images, wired with Neutron, instead of as local VMs",
+    )
+    site.add_argument(
         "--identity",
         type=Path,
         metavar="KEY",
@@ -389,6 +410,7 @@ def _parser() -> argparse.ArgumentParser:
         "instance through the lb",
     )
     site.add_argument("--output", type=Path, metavar="DIR", help="userdata: write files here")
+    _format_option(site)  # test, json/yaml: the site test's record and each check's outcome
 
     commands.add_parser(
         "cleanup",
@@ -471,21 +493,33 @@ def _build(args: argparse.Namespace) -> int:
             return packer.build(config, role, args.base)
         return dib.build(config, role)
 
-    if len(roles) == 1:
-        print(Build(roles[0], build_one(roles[0])).image)
-        return 0
-    # Several roles: a failing one does not stop the others.
-    failed = []
+    documents, failed = [], []
     for role in roles:
         try:
-            build_dir = build_one(role)
+            build = Build(role, build_one(role))
         except Interrupted:
             raise
         except ImagekitError as err:
+            if len(roles) == 1:
+                raise
+            # Several roles: a failing one does not stop the others.
             print(f"imagekit: {err}", file=sys.stderr)
             failed.append(role)
-        else:
-            print(Build(role, build_dir).image)
+            continue
+        if args.format == "table":
+            print(build.image)
+        manifest = build.manifest()
+        assert manifest.image is not None  # a finished build
+        documents.append(
+            {
+                **dataclasses.asdict(describe(build, manifest)),
+                "image": str(build.image),
+                "sha256": manifest.image.sha256,
+                "duration_s": manifest.duration_s,
+            }
+        )
+    if args.format != "table":
+        _emit(documents, args)
     if failed:
         raise ImagekitError(f"{len(failed)} of {len(roles)} builds failed: {', '.join(failed)}")
     return 0
@@ -495,12 +529,14 @@ def _test(args: argparse.Namespace) -> int:
     roles = resolve_roles(args.roles)
     if (args.image or args.build) and len(roles) > 1:
         raise UserError("--image and --build take exactly one role")
+    if args.cloud and not args.local and args.image:  # before any cloud is asked
+        raise UserError(factories.LOCAL_IMAGE_ON_CLOUD)
     config = load_config(args.config)
     cloud = _cloud(args) if args.cloud and not args.local else None
     if cloud:
-        make_instance = verify.openstack_instances(config, cloud, args.keep)
+        make_instance = factories.openstack_instances(config, cloud, args.keep)
     else:
-        make_instance = verify.qemu_instances(config, keep=args.keep)
+        make_instance = factories.qemu_instances(config, keep=args.keep, cpus=args.cpus)
     # A bad --image/--build is exit 2 before any key, seed or VM is made.
     targets = [verify.find_target(config, role, args.image, args.build) for role in roles]
     _begin(config, cloud)
@@ -870,13 +906,23 @@ def _site(args: argparse.Namespace) -> int:
         return 0
     if args.identity is not None and not args.identity.is_file():
         raise UserError(f"--identity {args.identity}: no such file")
+    if args.cloud is not None and config.openstack is None:
+        raise UserError(f"{config.source}: openstack: section missing (needed by --cloud)")
     builds = site_run.choose_builds(config, described, site_run.parse_builds(args.builds))
-    _begin(config)
+    _begin(config, args.cloud)  # what a cloud site makes carries this run's id
     host.ensure_requirements(host.SITE_REQUIREMENTS, install=True)
-    result = site_run.site_test(config, described, path, builds, args.keep, args.identity)
-    print(site_run.summary(result))
+    result = site_run.site_test(
+        config, described, path, builds, args.keep, args.identity, cloud=args.cloud
+    )
+    if args.format == "table":
+        print(site_run.summary(result))
+    else:
+        _emit(site_run.document(result), args)
     if args.keep:
-        print(site_run.how_to_reach(result))
+        # With -f json, stdout holds the document alone.
+        print(
+            site_run.how_to_reach(result), file=sys.stdout if args.format == "table" else sys.stderr
+        )
     if not result.record.passed:
         raise ImagekitError(f"site test failed; report: {result.report}")
     return 0
@@ -1008,6 +1054,12 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     finally:
         runs.end()
+        if handler.stopping is not None:
+            # We are on our way out after a stop. While the interpreter shuts down,
+            # Python's handlers are gone and a signal still arriving would kill us and turn
+            # a clean 130 into death by that signal.
+            for signum in STOP_SIGNALS:
+                signal.signal(signum, signal.SIG_IGN)
         if isinstance(sys.stderr, _Tee):  # main() called in-process (tests) gets stderr back
             sys.stderr.log.close()
             sys.stderr = sys.stderr.terminal

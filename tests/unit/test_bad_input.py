@@ -234,6 +234,7 @@ def test_userdata_output_replaces_a_file_with_a_private_one(tmp_path: Path) -> N
         (["devcloud", "up", "web-1"], "SERVER"),
         (["devcloud", "down", "--login", "admin"], "SERVER"),
         (["devcloud", "ssh", "--login", "admin"], "SERVER"),
+        (["test", "web", "--cloud", "c", "--image", "web.qcow2"], "--image"),
     ],
 )
 def test_options_that_do_not_go_together(

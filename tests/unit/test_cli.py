@@ -1,18 +1,33 @@
 """The CLI's contract: one line and exit status 2 for bad input, --help everywhere."""
 
+import dataclasses
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
-from imagekit import cli, doctor
+from imagekit import cli, doctor, host
+from imagekit.builders import dib
+from imagekit.changes import Changes
 from imagekit.cli import main
+from imagekit.config import Config
+from imagekit.doctor import Check
+from imagekit.errors import ImagekitError
+from imagekit.manifest import ImageFile, SiteTestRecord, SuiteResult
+from imagekit.pipeline import RoleRun, Stage
 from imagekit.publishing import rotation, sharing
+from imagekit.publishing.provenance import Provenance
+from imagekit.publishing.publish import PublishResult
+from imagekit.roles import CHECKOUT
+from imagekit.store import BuildSummary
+from tests.unit.manifests import make_manifest
 
 WriteConfig = Callable[[str], Path]
 
@@ -181,3 +196,86 @@ def test_doctor_and_images_speak_json(
     (row,) = json.loads(capsys.readouterr().out)
     assert row["build"] == "20261201T020000Z" and row["current"] is True
     assert row["members"] == {"p-alpha": "accepted"} and row["id"] == "i2"
+
+
+def test_test_cpus_is_a_whole_number_from_one() -> None:
+    _assert_one_line_exit_2(run("test", "web", "--cpus", "0"), "--cpus: expected a whole number")
+
+
+def test_build_speaks_json(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    write_config: WriteConfig,
+    tmp_path: Path,
+) -> None:
+    """What each build recorded, one element per role built; a failed role is said on
+    stderr, left out of the document, and the exit status says so."""
+
+    def fake_build(config: Config, role: str) -> Path:
+        if role == "dns":
+            raise ImagekitError("build of 'dns' failed; log: /x/build.log")
+        build_dir = config.output_dir / role / "20261202T010000Z"
+        build_dir.mkdir(parents=True, exist_ok=True)
+        image = ImageFile(
+            file=f"{role}.qcow2", format="qcow2", size_bytes=3 << 20,
+            virtual_size_bytes=2 << 30, sha256="ab" * 32,
+        )  # fmt: skip
+        make_manifest(role=role, build_id=build_dir.name, image=image, duration_s=99.5).write(
+            build_dir
+        )
+        return build_dir
+
+    monkeypatch.setattr(dib, "build", fake_build)
+    monkeypatch.setattr(host, "ensure_requirements", lambda needs, install: [])
+    monkeypatch.setattr(cli, "_begin", lambda config, cloud=None: None)
+    path = write_config(
+        f"ssh_keys: ['{{key}}']\noutput_dir: {tmp_path / 'out'}\ncache_dir: {tmp_path / 'c'}\n"
+    )
+    assert main(["--config", str(path), "build", "web", "dns", "lb", "-f", "json"]) == 1
+    captured = capsys.readouterr()
+    web, lb = json.loads(captured.out)
+    assert web["role"] == "web" and lb["role"] == "lb"
+    assert web["build_id"] == "20261202T010000Z" and web["status"] == "built"
+    assert web["image"] == str(tmp_path / "out/web/20261202T010000Z/web.qcow2")
+    assert web["sha256"] == "ab" * 32 and web["size_bytes"] == 3 << 20
+    assert web["duration_s"] == 99.5 and web["tested"] is False
+    assert "build of 'dns' failed" in captured.err and "1 of 3 builds failed" in captured.err
+    # The table: the image paths alone, one per line.
+    assert main(["--config", str(path), "build", "lb"]) == 0
+    assert capsys.readouterr().out == f"{tmp_path / 'out/lb/20261202T010000Z/lb.qcow2'}\n"
+
+
+def _documented_fields() -> dict[str, list[str]]:
+    """The README's table of each command's -f json fields."""
+    readme = (CHECKOUT / "README.md").read_text()
+    table = readme[readme.index("| command | one element per | fields |") :].split("\n\n")[0]
+    rows = [line.split(" | ") for line in table.splitlines()[2:]]
+    return {row[0].strip("| `"): re.findall(r"`(\w+)`", row[2]) for row in rows}
+
+
+def test_the_readme_names_every_field_of_every_json_document(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    documented = _documented_fields()
+
+    def fields(cls: Any) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls)]
+
+    assert documented["test"] == ["role", "build_id", *SuiteResult.model_fields]
+    assert documented["publish"] == ["cloud", "dry_run", *fields(PublishResult)]
+    assert documented["builds"] == fields(BuildSummary)
+    assert documented["build"] == [*fields(BuildSummary), "image", "sha256", "duration_s"]
+    assert documented["site test"] == [*SiteTestRecord.model_fields, "checks"]
+    assert documented["diff"] == [*fields(Changes), "summary"]
+    assert documented["verify"] == [*fields(Provenance), "ok"]
+    assert documented["doctor"] == fields(Check)
+    image = SimpleNamespace(
+        properties={}, created_at="t", status="active", visibility="private",
+        is_hidden=False, id="i",
+    )  # fmt: skip
+    monkeypatch.setattr(rotation, "role_images", lambda conn, role: [image])
+    assert documented["images"] == list(cli._image_rows(SimpleNamespace(), "web")[0])  # type: ignore[arg-type]
+    role_run = fields(RoleRun)
+    at = role_run.index("stages") + 1
+    nested = [*role_run[:at], *fields(Stage), *role_run[at:], "passed"]
+    assert documented["pipeline"] == ["run_id", "cloud", "roles", *nested]

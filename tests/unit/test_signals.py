@@ -1,5 +1,6 @@
 """One orderly stop: the first signal stops the child, later ones never abandon its clean-up."""
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -136,3 +137,23 @@ def test_internal_error_is_one_line_unless_debug(
     assert cli.main(["--debug", "doctor"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("Traceback") and "in broken" in err
+
+
+def test_signals_that_keep_coming_until_the_end_never_kill_the_stop(tmp_path: Path) -> None:
+    # A child that stops at once: its clean-up ends while signals are still arriving,
+    # some of them while the interpreter shuts down, where Python's own handlers are gone.
+    script = SCRIPT.replace("sleep 2; ", "")
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script, str(tmp_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None and proc.stdout.readline().startswith("ready")
+    while proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, signal.SIGTERM)
+        time.sleep(0.002)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert (tmp_path / "cleaned").read_text() == "done\n"
