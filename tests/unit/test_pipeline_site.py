@@ -31,12 +31,20 @@ class FakeImagekit:
         self.calls: list[list[str]] = []
         self.publishing, self.most_publishing = 0, 0
 
-    def __call__(self, args: list[str]) -> int:
+    def __call__(self, args: list[str], log: Path) -> int:
         self.calls.append(args)
         command = args[2]
         if command == "site":
             builds = dict(a.removeprefix("--build=").split("=") for a in args if "--build=" in a)
             passed = "site" not in self.failing
+            if not passed:  # what `imagekit site test` prints
+                log.write_text(
+                    "lb1        lb/20261125T000000Z       100s             120s\n\n"
+                    "PASSED   test_http_redirects_to_https\n"
+                    "FAILED   test_the_site_survives_a_web_instance_powered_off\n"
+                    "site: FAILED 12/13 checks (suite 90s, total 300s, tcg); report: r.xml\n"
+                    "imagekit: error: site test failed; report: r.xml\n"
+                )
             site = SiteTestRecord(when="now", passed=passed, site="s", run_id="r")
             for role, build_id in builds.items():
                 Manifest.update(self._dir(role, build_id), lambda m: m.site_tests.append(site))
@@ -79,7 +87,7 @@ def run_pipeline(
     ) -> tuple[Pipeline, FakeImagekit, Outcomes]:
         config = load_config(write_config(f"ssh_keys: ['{{key}}']\noutput_dir: {tmp_path}/out\n"))
         fake = FakeImagekit(config, set(failing))
-        monkeypatch.setattr(Pipeline, "_imagekit", lambda self, args, log: fake(args))
+        monkeypatch.setattr(Pipeline, "_imagekit", lambda self, args, log: fake(args, log))
         pipeline = Pipeline(config, roles, "c", 2, DEFAULT_SITE)
         results = {r.role: {s.name: s.result for s in r.stages} for r in pipeline.run()}
         return pipeline, fake, results
@@ -107,6 +115,9 @@ def test_one_site_test_between_the_roles_tests_and_publishing(
     assert site_call[site_call.index("--site") + 1] == str(DEFAULT_SITE)
     # Every role is ready to publish at once after the site test: one upload at a time.
     assert fake.most_publishing == 1
+    # Each test boots a local VM with one vCPU: a build runs beside it.
+    for test_call in (a for a in fake.calls if a[2] == "test"):
+        assert test_call[test_call.index("--cpus") + 1] == "1" and "--local" in test_call
 
 
 def test_a_role_failing_its_suite_is_left_out_of_the_site_and_not_published(
@@ -123,10 +134,17 @@ def test_a_role_failing_its_suite_is_left_out_of_the_site_and_not_published(
 
 
 def test_a_failing_site_test_publishes_nothing_and_a_rerun_resumes_at_the_site(
-    run_pipeline: RunPipeline,
+    run_pipeline: RunPipeline, capsys: pytest.CaptureFixture[str]
 ) -> None:
     pipeline, fake, results = run_pipeline(["web", "lb"], {"site"})
     assert {r["site"] for r in results.values()} == {"failed"}
+    # The nightly log says which checks failed, not only where the site test's log is.
+    said = capsys.readouterr().err.splitlines()
+    failed_at = next(i for i, line in enumerate(said) if line.startswith("[site] test failed"))
+    assert said[failed_at + 1 : failed_at + 3] == [
+        "[site]   FAILED   test_the_site_survives_a_web_instance_powered_off",
+        "[site]   imagekit: error: site test failed; report: r.xml",
+    ]
     assert {r["publish"] for r in results.values()} == {"not run"}
     assert not [a for a in fake.calls if a[2] == "publish"]
     # Tested but not site-tested: the next run starts at the site test, same build.
@@ -145,7 +163,7 @@ def test_ctrl_c_during_the_site_test_stops_it_and_waits_for_its_clean_up(
 
     def imagekit(self: Pipeline, args: list[str], log: Path) -> int:
         if args[2] != "site":
-            return fake(args)
+            return fake(args, log)
         threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT)).start()
         assert signalled.wait(10), "the site child was never told to stop"
         time.sleep(0.5)  # its clean-up
