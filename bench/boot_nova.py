@@ -12,6 +12,8 @@ import os
 import statistics
 import sys
 
+from figures import record
+
 from imagekit import runs, verify
 from imagekit.builders import dib
 from imagekit.config import OpenStackSettings, load_config
@@ -76,6 +78,16 @@ def main() -> None:
     (nova_ssh, nova_done), (qemu_ssh, qemu_done) = medians["nova"], medians["qemu"]
     ratios = f"to SSH {nova_ssh / qemu_ssh:.2f}x, cloud-init done {nova_done / qemu_done:.2f}x"
     print(f"nova / qemu: {ratios}")
+    record(
+        "boot_nova",
+        {
+            "medians": {
+                n: {"to_ssh_s": s, "cloud_init_done_s": d} for n, (s, d) in medians.items()
+            },
+            "nova_over_qemu_to_ssh": nova_ssh / qemu_ssh,
+            "nova_over_qemu_cloud_init_done": nova_done / qemu_done,
+        },
+    )
 
 
 if __name__ == "__main__":

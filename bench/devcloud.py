@@ -12,6 +12,8 @@ import sys
 import time
 from collections.abc import Callable
 
+from figures import record
+
 from imagekit.devcloud import DevCloud
 from imagekit.roles import CHECKOUT
 from tests.functional.conftest import cloud_rss_mib
@@ -36,6 +38,7 @@ def main() -> None:
     for step, seconds in timings.items():
         print(f"{step:20} {seconds:6.1f} s")
     print(f"{'resident memory':20} {rss:6d} MiB (every process of the cloud, after warm up)")
+    record("devcloud", {"seconds": timings, "rss_mib": rss})
     if "--clean" in sys.argv:
         shutil.rmtree(STATE)
 

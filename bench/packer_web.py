@@ -17,6 +17,8 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+from figures import record
+
 from imagekit.builders import dib, packer
 from imagekit.config import load_config
 from imagekit.instances.access import make_key_pair
@@ -73,6 +75,14 @@ def main() -> None:
         print(f"{name:40} {secs:8.1f} {size / MIB:10.1f}")
     print(f"\nimagekit / plain packer: {rows[0][1] / rows[1][1]:.2f}x")
     print(f"packer / DIB for web: {rows[0][1] / rows[2][1]:.2f}x")
+    record(
+        "packer_web",
+        {
+            "builds": [{"build": n, "seconds": s, "qcow2_mib": b / MIB} for n, s, b in rows],
+            "imagekit_over_plain_packer": rows[0][1] / rows[1][1],
+            "packer_over_dib": rows[0][1] / rows[2][1],
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -15,6 +15,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from figures import record
+
 from imagekit import verify
 from imagekit.builders import dib
 from imagekit.config import load_config
@@ -93,6 +95,15 @@ def main() -> None:
     parts = ", ".join(f"{stage} {seconds:.0f}s" for stage, seconds in plain.items())
     print(f"plain tools one after another: {total:.0f}s ({parts})")
     print(f"pipeline / plain: {pipeline_s / total:.2f}x")
+    record(
+        "pipeline",
+        {
+            "pipeline_s": pipeline_s,
+            "stages": {r["role"]: r["stages"] for r in summary["roles"]},
+            "plain_s": plain,
+            "pipeline_over_plain": pipeline_s / total,
+        },
+    )
 
 
 if __name__ == "__main__":

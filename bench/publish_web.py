@@ -14,6 +14,8 @@ import sys
 import time
 from pathlib import Path
 
+from figures import record
+
 from imagekit.config import PublishSettings, load_config
 from imagekit.devcloud import DevCloud
 from imagekit.manifest import Manifest
@@ -75,6 +77,15 @@ def main() -> None:
     mean_ours, mean_theirs = sum(ours) / len(ours), sum(theirs) / len(theirs)
     print(f"\nimagekit / openstack CLI: {mean_ours / mean_theirs:.2f}x (target <= 1.2x)")
     print(f"upload rate: imagekit {size / mean_ours:.0f} MiB/s, CLI {size / mean_theirs:.0f} MiB/s")
+    record(
+        "publish_web",
+        {
+            "qcow2_mib": size,
+            "imagekit_s": ours,
+            "openstack_cli_s": theirs,
+            "imagekit_over_cli": mean_ours / mean_theirs,
+        },
+    )
 
 
 if __name__ == "__main__":

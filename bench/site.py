@@ -10,6 +10,8 @@ missing ones). Run as root from the checkout: bench/site.py
 
 import time
 
+from figures import record
+
 from imagekit import verify
 from imagekit.builders import dib
 from imagekit.config import load_config
@@ -54,6 +56,17 @@ def main() -> None:
         f"suite {site.record.suite_s:.1f}s, wall {site_s:.1f}s ({site.record.accelerator})\n"
         f"site / slowest single-role test ({slowest:.1f}s): {site_s / slowest:.2f}\n"
         f"site / sum of single-role tests ({total:.1f}s): {site_s / total:.2f}"
+    )
+    record(
+        "site",
+        {
+            "passed": site.record.passed,
+            "site_s": site_s,
+            "singles_s": {role: r.total_s for role, r in singles.items()},
+            "members": {m.instance.name: m.timings for m in site.members},
+            "site_over_slowest_single": site_s / slowest,
+            "site_over_sum_of_singles": site_s / total,
+        },
     )
 
 

@@ -8,6 +8,8 @@ the checkout: bench/test_roles.py [ROLE...]
 
 import sys
 
+from figures import record
+
 from imagekit import verify
 from imagekit.builders import dib
 from imagekit.config import load_config
@@ -35,6 +37,7 @@ def main() -> None:
             f"{r.timings.get('cloud_init_done_s', 0):13.1f} {r.suite_s:8.1f} {r.total_s:8.1f}  "
             f"{'passed' if r.passed else 'FAILED'} {r.tests - r.failures - r.errors}/{r.tests}"
         )
+    record("test_roles", {role: r.model_dump() for role, r in rows})
 
 
 if __name__ == "__main__":
