@@ -123,6 +123,16 @@ def nothing_left(conn: Any) -> None:
     assert owners <= {"network:router_interface", "network:dhcp", "network:router_gateway"}
 
 
+def cloud_and_host_empty(cloud: DevCloud) -> None:
+    """Nothing left in the devcloud project, and no libvirt guest on this host."""
+    conn = cloud.connect("devcloud")
+    try:
+        nothing_left(conn)
+    finally:
+        conn.close()
+    assert virsh_guests() == []
+
+
 def virsh_guests() -> list[str]:
     listed = subprocess.run(
         ["virsh", "list", "--all", "--name"], capture_output=True, text=True, check=True
@@ -260,12 +270,7 @@ def test_imagekit_test_on_the_cloud_passes_the_web_suite(
     record = web.manifest().tests[-1]
     assert record.passed and record.backend == "OpenStackInstance" and record.tests >= 10
     print(f"on Nova: {record.timings}, suite {record.suite_s} s, total {record.total_s} s")
-    conn = compute_devcloud.connect("devcloud")
-    try:
-        nothing_left(conn)
-    finally:
-        conn.close()
-    assert virsh_guests() == []
+    cloud_and_host_empty(compute_devcloud)
 
 
 # Seen passing here (2026-12-01: the build on Nova 836 s, 19 min with the compute dev
@@ -351,9 +356,4 @@ def test_the_whole_site_on_the_cloud(
     assert "test_private_instances_go_out_through_the_lb_and_its_nat[web]" in document["checks"]
     record = builds["web"].manifest().site_tests[-1]
     assert record.passed and record.backend == "OpenStack"
-    conn = compute_devcloud.connect("devcloud")
-    try:
-        nothing_left(conn)
-    finally:
-        conn.close()
-    assert virsh_guests() == []
+    cloud_and_host_empty(compute_devcloud)
