@@ -49,7 +49,21 @@ def plain_packer(config_path: Path, work: Path) -> Path:
         capture_output=True,
         env={**os.environ, "CHECKPOINT_DISABLE": "1", "PACKER_CACHE_DIR": str(work / "cache")},
     )
-    return work / "output" / "web.qcow2"
+    # The template leaves compression to its caller (imagekit's configured one): plain qemu-img.
+    image = work / "web.qcow2"
+    subprocess.run(
+        [
+            "qemu-img",
+            "convert",
+            "-c",
+            "-O",
+            "qcow2",
+            str(work / "output" / "web.qcow2"),
+            str(image),
+        ],
+        check=True,
+    )
+    return image
 
 
 def main() -> None:

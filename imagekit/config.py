@@ -156,6 +156,9 @@ class Config(StrictModel):
     roles: dict[RoleName, RoleSettings] = {}
     openstack: OpenStackSettings | None = None
     publish: PublishSettings = PublishSettings()
+    # The qcow2's compression: zlib opens on any cloud; zstd is smaller and faster to
+    # read but needs QEMU >= 5.1 wherever the image is opened (the cloud's compute hosts).
+    image_compression: Literal["zlib", "zstd"] = "zlib"
     output_dir: Path = Field(default=Path("images"), validate_default=True)
     cache_dir: Path = Field(default=Path("cache"), validate_default=True)
     source: Path = Field(default=DEFAULT_CONFIG, exclude=True)

@@ -34,6 +34,8 @@ class ImageFile(BaseModel):
     size_bytes: int
     virtual_size_bytes: int
     sha256: str
+    # The qcow2's cluster compression as qemu-img reports it (zlib, zstd; None before it).
+    compression: str | None = None
 
 
 class Package(BaseModel):
@@ -233,6 +235,7 @@ def describe_image(path: Path) -> ImageFile:
         size_bytes=path.stat().st_size,
         virtual_size_bytes=info["virtual-size"],
         sha256=sha256_file(path),
+        compression=info.get("format-specific", {}).get("data", {}).get("compression-type"),
     )
 
 

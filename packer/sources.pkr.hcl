@@ -4,10 +4,11 @@ source "qemu" "role" {
   iso_checksum     = "none"
   format           = "qcow2"
   skip_resize_disk = true
-  # Freed blocks become holes (fstrim in provision.sh), then a compressed copy, as DIB does.
+  # Freed blocks become holes (fstrim in provision.sh); imagekit then makes the compressed
+  # copy itself, with the configured compression (image_compression), as DIB does.
   disk_discard       = "unmap"
   disk_detect_zeroes = "unmap"
-  disk_compression   = true
+  skip_compaction    = true
   accelerator        = var.accelerator
   headless           = true
   memory             = var.memory

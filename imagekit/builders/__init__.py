@@ -101,6 +101,17 @@ def run_build(
         return build_dir
 
 
+def compression_option(config: Config) -> str:
+    """qemu-img's -o for the configured qcow2 compression (every builder's last step)."""
+    return f"compression_type={config.image_compression}"
+
+
+def compress(config: Config, source: Path, target: Path) -> None:
+    """A compressed qcow2 copy, as DIB makes its own (for what Packer hands over)."""
+    cmd = ["qemu-img", "convert", "-c", "-o", compression_option(config), "-O", "qcow2"]
+    subprocess.run([*cmd, str(source), str(target)], check=True, capture_output=True)
+
+
 def _finish(current: Manifest, built: Manifest) -> None:
     """The build's outcome onto the manifest as it is now on disk."""
     for name in ("status", "error", "image", "sbom_sha256", "packages", "finished", "duration_s"):

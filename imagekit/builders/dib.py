@@ -10,7 +10,7 @@ from importlib.metadata import version
 from pathlib import Path
 
 from imagekit import host
-from imagekit.builders import run_build, run_logged
+from imagekit.builders import compression_option, run_build, run_logged
 from imagekit.cleanup import sweep
 from imagekit.config import Config
 from imagekit.locking import Lock
@@ -84,7 +84,7 @@ def command(config: Config, role: str, build_dir: Path) -> list[str]:
     # on bookworm (PackageKit, polkit, GLib, ICU: none of it a cloud guest uses); imagekit-base
     # brings what we keep of it (its element deps, the package upgrade).
     cmd = ["disk-image-create", "-n", "-a", config.architecture, "-t", "qcow2"]
-    cmd += ["-o", str(build_dir / role)]
+    cmd += ["-o", str(build_dir / role), "--qemu-img-options", compression_option(config)]
     packages = config.role_packages(role)
     if packages:
         cmd += ["-p", ",".join(packages)]

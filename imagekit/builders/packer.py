@@ -22,7 +22,7 @@ from openstack.connection import Connection
 from openstack.exceptions import ConfigException
 
 from imagekit import runs
-from imagekit.builders import dib, run_build, run_logged
+from imagekit.builders import compress, dib, run_build, run_logged
 from imagekit.clouds import (
     CLOUD_ERRORS,
     INTERMEDIATE,
@@ -191,7 +191,8 @@ def build(
                 owned=(str(var_file), work),
                 cwd=work,  # packer_cache/ and crash logs stay out of the checkout
             )
-            shutil.move(work / "output" / f"{role}.qcow2", Build(role, build_dir).image)
+            progress.update("compressing")
+            compress(config, work / "output" / f"{role}.qcow2", Build(role, build_dir).image)
             return read_package_list(work / "packages.tsv")
         finally:
             shutil.rmtree(work, ignore_errors=True)
@@ -315,14 +316,7 @@ def build_on_cloud(config: Config, role: str, cloud: str, progress: Progress | N
             with cloud_errors(cloud, "downloading the build's snapshot"):
                 _download(conn, snapshot, work / "snapshot", progress)
             progress.update("compressing")
-            subprocess.run(
-                [
-                    *("qemu-img", "convert", "-c", "-O", "qcow2"),
-                    *(str(work / "snapshot"), str(Build(role, build_dir).image)),
-                ],
-                check=True,
-                capture_output=True,
-            )
+            compress(config, work / "snapshot", Build(role, build_dir).image)
             return read_package_list(work / "packages.tsv")
         finally:
             with contextlib.suppress(*CLOUD_ERRORS):

@@ -51,6 +51,7 @@ def test_inline_and_file_keys(write_config: WriteConfig, public_key: Path) -> No
         ("ssh_keys: [{key}]\npackages: ['Bad Name']\n", "packages[0]"),
         ("ssh_keys: [{key}]\nadmin_user: root\n", "admin_user: the admin user may not be root"),
         ("ssh_keys: [{key}]\ndistribution: fedora\n", "distribution"),
+        ("ssh_keys: [{key}]\nimage_compression: xz\n", "image_compression: Input should be 'zlib'"),
         ("release: bookworm\n", "ssh_keys: required key is missing"),
         ("ssh_keys: [missing.pub]\n", "ssh_keys[0]: key file not found"),
         ("ssh_keys: ['ssh-ed25519 AAAA!!!']\n", "ssh_keys[0]: inline key: line 1: key data"),

@@ -48,6 +48,14 @@ def test_phase_scripts(script: Path) -> None:
     assert "set -eux -o pipefail" in lines
 
 
+def test_the_configured_compression_reaches_qemu_img(
+    write_config: Callable[[str], Path], tmp_path: Path
+) -> None:
+    config = load_config(write_config("ssh_keys: [{key}]\nimage_compression: zstd\n"))
+    cmd = dib.command(config, "web", tmp_path)
+    assert cmd[cmd.index("--qemu-img-options") + 1] == "compression_type=zstd"
+
+
 def test_resolve_roles() -> None:
     assert resolve_roles(["all"]) == list(ROLES)
     assert resolve_roles(["web", "lb", "web"]) == ["web", "lb"]
@@ -65,6 +73,7 @@ def test_disk_image_create_call(write_config: Callable[[str], Path], tmp_path: P
     cmd = dib.command(config, "db", tmp_path)
     assert cmd[:6] == ["disk-image-create", "-n", "-a", "amd64", "-t", "qcow2"]
     assert cmd[cmd.index("-o") + 1] == str(tmp_path / "db")
+    assert cmd[cmd.index("--qemu-img-options") + 1] == "compression_type=zlib"  # the default
     assert cmd[cmd.index("-p") + 1] == "curl,mariadb-backup"
     assert cmd[-3:] == ["debian-minimal", "vm", "imagekit-db"]
 
