@@ -141,6 +141,8 @@ def test_image_holds_keys_but_no_secrets_or_instance_state(
         assert "NoCloud, ConfigDrive, OpenStack, None" in datasources
         assert "name: admin" in (root / "etc/cloud/cloud.cfg.d/80-imagekit.cfg").read_text()
         assert not list((root / "usr/share/man").iterdir()), "no man pages"
+        assert not list((root / "usr/lib/udev/hwdb.d").glob("*.hwdb")), "no hardware database"
+        assert not (root / "usr/lib/udev/hwdb.bin").exists()
         assert not (root / "root/.ssh/authorized_keys").exists()
         # The image's apt sources, not the build mirrors (maybe file:// or private).
         assert apt_source_uris(root) == {
