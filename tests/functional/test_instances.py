@@ -3,6 +3,7 @@
 import re
 import subprocess
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,7 +31,7 @@ def no_qemu_left() -> None:
 class Boot:
     host_key: str
     machine_id: str
-    suite: SuiteResult
+    suite: SuiteResult | None  # only where a suite was run
 
 
 def identity(address: SshAddress) -> tuple[str, str]:
@@ -42,30 +43,40 @@ def identity(address: SshAddress) -> tuple[str, str]:
 
 
 @pytest.fixture(scope="module")
-def dns_boot(built: Built, config: Config, tmp_path_factory: pytest.TempPathFactory) -> Boot:
-    """One boot of the dns image that serves two tests: the web suite run against it, and
-    the first of two boots whose identities must differ (a boot less in CI)."""
-    instance = QemuInstance(built("dns") / "dns.qcow2", config.admin_user, "ft-negative")
-    with throwaway(instance) as address:
-        junit = tmp_path_factory.mktemp("negative") / "report.xml"
-        suite = suites.run_suite(config, "web", address, junit, [get_role("web").suite])
-        return Boot(*identity(address), suite)
+def dns_boots(
+    built: Built, config: Config, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Boot, Boot]:
+    """Two instances of the dns image, booted at once (a core each): the first runs the
+    web suite (which must fail there); the identities of the two must differ."""
+    image = built("dns") / "dns.qcow2"  # built before the threads: one build
+    junit = tmp_path_factory.mktemp("negative") / "report.xml"
+
+    def boot(name: str, suite: bool) -> Boot:
+        with throwaway(QemuInstance(image, config.admin_user, name)) as address:
+            result = None
+            if suite:
+                result = suites.run_suite(config, "web", address, junit, [get_role("web").suite])
+            return Boot(*identity(address), result)
+
+    with ThreadPoolExecutor(2) as pool:
+        negative = pool.submit(boot, "ft-negative", True)
+        other = pool.submit(boot, "ft-twice", False)
+        return negative.result(), other.result()
 
 
-def test_a_suite_fails_on_an_image_that_lacks_what_it_checks(dns_boot: Boot) -> None:
+def test_a_suite_fails_on_an_image_that_lacks_what_it_checks(
+    dns_boots: tuple[Boot, Boot],
+) -> None:
     """The web suite against the dns image (no Nginx, no PHP) must fail."""
-    assert not dns_boot.suite.passed
-    assert dns_boot.suite.failures >= 2
+    suite = dns_boots[0].suite
+    assert suite is not None and not suite.passed
+    assert suite.failures >= 2
     no_qemu_left()
 
 
-def test_each_boot_makes_its_own_host_keys_and_machine_id(
-    built: Built, config: Config, dns_boot: Boot
-) -> None:
-    instance = QemuInstance(built("dns") / "dns.qcow2", config.admin_user, "ft-twice")
-    with throwaway(instance) as address:
-        host_key, machine_id = identity(address)
-    assert host_key != dns_boot.host_key, "SSH host keys are made per instance"
-    assert machine_id != dns_boot.machine_id
-    assert re.fullmatch(r"[0-9a-f]{32}", machine_id)
+def test_each_boot_makes_its_own_host_keys_and_machine_id(dns_boots: tuple[Boot, Boot]) -> None:
+    first, second = dns_boots
+    assert first.host_key != second.host_key, "SSH host keys are made per instance"
+    assert first.machine_id != second.machine_id
+    assert re.fullmatch(r"[0-9a-f]{32}", second.machine_id)
     no_qemu_left()
