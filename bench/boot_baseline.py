@@ -10,13 +10,12 @@ Run as root from the checkout: bench/boot_baseline.py [--rounds N]
 """
 
 import argparse
-import os
 import shutil
 import statistics
 import tempfile
 from pathlib import Path
 
-from build_web import MIB, plain_build
+from build_web import MIB, baseline_build
 from figures import record
 
 from imagekit.builders import dib
@@ -25,11 +24,7 @@ from imagekit.instances import factories, throwaway
 from imagekit.instances.qemu import QemuInstance
 from imagekit.store import Store
 
-BASELINE = ["debian-minimal", "vm", "cloud-init", "cloud-init-datasources"]
-BASELINE_PACKAGES = "nginx,openssh-server,ifupdown,isc-dhcp-client"
 BASELINE_USER = "debian"  # Debian's cloud-init default user
-# DIB's cloud-init-datasources element needs them said; imagekit's images have the same.
-DATASOURCES = "NoCloud, ConfigDrive, OpenStack"
 MEASURES = ("boot_to_ssh_s", "cloud_init_done_s")
 
 
@@ -49,11 +44,7 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="imagekit-bench-", dir="/var/tmp"))
     try:
-        cmd = ["disk-image-create", "-a", config.architecture, "-t", "qcow2"]
-        cmd += ["-o", str(work / "baseline"), "-p", BASELINE_PACKAGES, *BASELINE]
-        os.environ["DIB_CLOUD_INIT_DATASOURCES"] = DATASOURCES  # plain_build passes ours on
-        _, baseline_size = plain_build(config.source, work, cmd)
-        baseline = work / "baseline.qcow2"
+        _, baseline_size, baseline = baseline_build(config.source, work)
         times: dict[str, list[dict[str, float]]] = {"web": [], "baseline": []}
         for n in range(args.rounds):
             web_data = factories.instance_user_data(config, "web")
