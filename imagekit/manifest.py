@@ -96,6 +96,13 @@ class Publication(BaseModel):
         return self.shared is not None and self.rotated is not None
 
 
+class BaseLayer(BaseModel):
+    """The shared base layer a role image was built on (imagekit.builders.layer)."""
+
+    key: str  # cache_dir/layers/KEY.json says what it was made from
+    build_dir: str  # the base build that made it: its manifest, its image
+
+
 # Raised when a change makes older manifests read differently (new fields have defaults).
 SCHEMA_VERSION = 1
 
@@ -121,6 +128,7 @@ class Manifest(BaseModel):
     release: str
     architecture: str
     elements: list[str]
+    base_layer: BaseLayer | None = None  # None: built from debootstrap (the base itself)
     admin_user: str
     ssh_key_fingerprints: list[str]
     # The baked public keys and the packages asked for (shared + role): what the suites check.

@@ -1,7 +1,7 @@
 build {
   sources = ["source.qemu.role", "source.openstack.role"]
 
-  # The role's DIB element and the base element's clean-up: the same files
+  # The role's DIB element and imagekit-finish (apt sources, clean-up): the same files
   # `disk-image-create` uses, run by provision.sh.
   provisioner "file" {
     source      = "${var.elements_dir}/imagekit-${var.role}"
@@ -9,8 +9,8 @@ build {
   }
 
   provisioner "file" {
-    source      = "${var.elements_dir}/imagekit-base"
-    destination = "/tmp/imagekit-base"
+    source      = "${var.elements_dir}/imagekit-finish"
+    destination = "/tmp/imagekit-finish"
   }
 
   provisioner "file" {
@@ -31,6 +31,6 @@ build {
   }
 
   provisioner "shell" {
-    inline = ["sudo rm -rf /tmp/imagekit-element /tmp/imagekit-base /tmp/imagekit-provision.sh /tmp/imagekit-packages.tsv"]
+    inline = ["sudo rm -rf /tmp/imagekit-element /tmp/imagekit-finish /tmp/imagekit-provision.sh /tmp/imagekit-packages.tsv"]
   }
 }

@@ -1,11 +1,11 @@
 #!/bin/bash
 # Runs a role's DIB element inside a Packer build VM: the element's packages,
-# static files and install.d/post-install.d scripts, then imagekit-base's
+# static files and install.d/post-install.d scripts, then imagekit-finish's
 # finalise step, exactly the files disk-image-create uses. Run as root.
 set -eux -o pipefail
 
 element=/tmp/imagekit-element
-base=/tmp/imagekit-base
+finish=/tmp/imagekit-finish
 export DEBIAN_FRONTEND=noninteractive
 export ARCH=${ARCH:-amd64}
 export DIB_IMAGEKIT_ADMIN_USER=${DIB_IMAGEKIT_ADMIN_USER:-admin}
@@ -23,7 +23,7 @@ fi
 if [ -n "${IMAGEKIT_BUILD_APT_MAIN:-}" ]; then
     DIB_IMAGEKIT_APT_MAIN=$IMAGEKIT_BUILD_APT_MAIN \
         DIB_IMAGEKIT_APT_SECURITY=$IMAGEKIT_BUILD_APT_SECURITY \
-        "$base/finalise.d/90-imagekit-apt-sources"
+        "$finish/finalise.d/90-imagekit-apt-sources"
 fi
 apt-get update
 # shellcheck disable=SC2086 # a list of package names
@@ -45,11 +45,11 @@ sed -i '/imagekit-packer-build/d' "$home/.ssh/authorized_keys"
 rm -f "$home/.bash_history"
 
 # What DIB builds record in finalise.d/85, before the apt lists go.
-"$base/bin/imagekit-package-list" > /tmp/imagekit-packages.tsv
+"$finish/bin/imagekit-package-list" > /tmp/imagekit-packages.tsv
 
 rm -f "$proxy_conf"
-"$base/finalise.d/90-imagekit-apt-sources"
-"$base/finalise.d/95-imagekit-cleanup"
+"$finish/finalise.d/90-imagekit-apt-sources"
+"$finish/finalise.d/95-imagekit-cleanup"
 # What DIB's own finalise.d/99-clear-machine-id does for DIB builds.
 echo uninitialized > /etc/machine-id
 cloud-init clean --logs

@@ -22,6 +22,7 @@ from imagekit.config import Config
 from imagekit.errors import ImagekitError, Interrupted
 from imagekit.locking import Lock
 from imagekit.manifest import (
+    BaseLayer,
     Manifest,
     Package,
     describe_image,
@@ -47,6 +48,7 @@ def run_build(
     elements: list[str],
     produce: Producer,
     progress: Progress | None = None,
+    base_layer: BaseLayer | None = None,
 ) -> Path:
     """Build one role with `produce`; returns the build directory."""
     progress = progress or Progress(role)
@@ -68,6 +70,7 @@ def run_build(
             release=config.release,
             architecture=config.architecture,
             elements=elements,
+            base_layer=base_layer,
             admin_user=config.admin_user,
             ssh_key_fingerprints=[key.fingerprint for key in config.public_keys],
             authorized_keys=[key.line for key in config.public_keys],

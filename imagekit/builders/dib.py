@@ -10,19 +10,33 @@ from importlib.metadata import version
 from pathlib import Path
 
 from imagekit import host
-from imagekit.builders import compression_option, run_build, run_logged
+from imagekit.builders import compression_option, layer, run_build, run_logged
 from imagekit.cleanup import sweep
 from imagekit.config import Config
 from imagekit.locking import Lock
-from imagekit.manifest import Package, read_package_list
+from imagekit.manifest import BaseLayer, Package, read_package_list
 from imagekit.progress import Progress, say
 from imagekit.roles import DISTRO_ELEMENTS, ELEMENTS_DIR, role_element
+
+# The shared base: built once per set of inputs (see imagekit.builders.layer).
+BASE = "base"
 
 _HOOK = re.compile(r"dib-run-parts Running \S*/([a-z-]+\.d)/(\S+)")
 
 
 def elements(config: Config, role: str) -> list[str]:
-    return [*DISTRO_ELEMENTS[config.distribution], role_element(role)]
+    """The base from the distribution's elements; a role on the base layer (imagekit-layer,
+    its element's dependency), both made a VM disk by `vm`."""
+    if role == BASE:
+        return [*DISTRO_ELEMENTS[config.distribution], role_element(BASE)]
+    return ["vm", role_element(role)]
+
+
+def packages(config: Config, role: str) -> list[str]:
+    """The packages given to disk-image-create -p: the shared ones go into the base."""
+    if role == BASE:
+        return list(config.packages)
+    return [p for p in config.role_packages(role) if p not in config.packages]
 
 
 def environment(config: Config, tmp_dir: Path) -> dict[str, str]:
@@ -80,20 +94,41 @@ def check_debootstrap_cache(cache: Path) -> list[str]:
 
 
 def command(config: Config, role: str, build_dir: Path) -> list[str]:
+    """disk-image-create's arguments for a build of role (or BASE) into build_dir."""
     # -n: without DIB's implicit `base` element, which installs software-properties-common
     # on bookworm (PackageKit, polkit, GLib, ICU: none of it a cloud guest uses); imagekit-base
     # brings what we keep of it (its element deps, the package upgrade).
     cmd = ["disk-image-create", "-n", "-a", config.architecture, "-t", "qcow2"]
     cmd += ["-o", str(build_dir / role), "--qemu-img-options", compression_option(config)]
-    packages = config.role_packages(role)
-    if packages:
-        cmd += ["-p", ",".join(packages)]
+    if wanted := packages(config, role):
+        cmd += ["-p", ",".join(wanted)]
     return cmd + elements(config, role)
 
 
 def build(config: Config, role: str, progress: Progress | None = None) -> Path:
-    """Build one role; returns the build directory (image, sha256, log, manifest)."""
+    """Build one role on the base layer (made first if today's is not there yet); returns
+    the build directory (image, sha256, log, manifest)."""
+    base = base_layer(config)
+    on = BaseLayer(key=base.record.key, build_dir=base.record.base_build)
+    return _build(config, role, {"DIB_IMAGEKIT_LAYER": str(base.tar)}, progress, on)
 
+
+def base_layer(config: Config) -> layer.Layer:
+    """Today's base layer: from the cache, or built now (with its base image)."""
+
+    def build_base(tar: Path) -> Path:
+        return _build(config, BASE, {"DIB_IMAGEKIT_SAVE_LAYER": str(tar)}, None)
+
+    return layer.ensure(config, build_base)
+
+
+def _build(
+    config: Config,
+    role: str,
+    extra_env: dict[str, str],
+    progress: Progress | None,
+    base: BaseLayer | None = None,
+) -> Path:
     def produce(build_dir: Path, log: Path, progress: Progress) -> list[Package]:
         tmp_dir = config.cache_dir / "tmp" / f"{role}-{build_dir.name}"
         tmp_dir.mkdir(parents=True)
@@ -106,7 +141,7 @@ def build(config: Config, role: str, progress: Progress | None = None) -> Path:
                     say(f"imagekit: {action}")
                 run_logged(
                     command(config, role, build_dir),
-                    environment(config, tmp_dir),
+                    {**environment(config, tmp_dir), **extra_env},
                     log,
                     lambda line: _show(line, progress),
                     # DIB's exit trap unmounts and detaches; sweep() catches the rest.
@@ -122,7 +157,7 @@ def build(config: Config, role: str, progress: Progress | None = None) -> Path:
         )
 
     builder = ("diskimage-builder", version("diskimage-builder"))
-    return run_build(config, role, builder, elements(config, role), produce, progress)
+    return run_build(config, role, builder, elements(config, role), produce, progress, base)
 
 
 def _show(line: str, progress: Progress) -> None:

@@ -43,7 +43,7 @@ from imagekit.publishing.attributes import image_attributes, image_name
 from imagekit.publishing.publish import existing_image
 from imagekit.publishing.upload import CHUNK, create_and_upload, file_md5, transfer
 from imagekit.roles import CHECKOUT, ELEMENTS_DIR, role_element
-from imagekit.store import Build, Store
+from imagekit.store import Build
 from imagekit.yamlfile import load_yaml
 
 PACKER_DIR = CHECKOUT / "packer"
@@ -83,9 +83,8 @@ def packer_version() -> str:
 
 
 def base_image(config: Config) -> Path:
-    """The newest DIB build of the base element alone, built now if there is none."""
-    found = Store(config.output_dir).newest("base")
-    return found.image if found else Build("base", dib.build(config, "base")).image
+    """The image of today's base layer (the DIB build of imagekit-base that saved it)."""
+    return dib.base_layer(config).base.image
 
 
 def variables(

@@ -13,7 +13,7 @@ from cyclonedx.schema import SchemaVersion
 from cyclonedx.validation.json import JsonStrictValidator
 from packageurl import PackageURL
 
-from imagekit.builders import compress
+from imagekit.builders import compress, dib
 from imagekit.config import Config
 from imagekit.manifest import MANIFEST, Manifest, describe_image, json_schema
 from imagekit.roles import CHECKOUT, ROLES
@@ -76,17 +76,27 @@ def test_manifest_matches_the_image(web_build: Path, config: Config, tmp_path: P
     assert "nginx-light" in packages and "php-fpm" in packages
     assert "linux-image-cloud-amd64" in packages
     assert "linux-image-amd64" not in packages
-    # debian-minimal's generic kernel is never installed (not installed, then purged).
+    # The role is built on the base layer: the base's work is not done again.
+    assert manifest.base_layer is not None
     log = (web_build / "build.log").read_text(errors="replace")
-    assert re.search(r"Unpacking linux-image-[0-9.]+-[0-9]+-cloud-amd64 ", log)
-    assert not re.search(r"Unpacking linux-image-[0-9.]+-[0-9]+-amd64 ", log)
+    assert "root.d/08-imagekit-layer" in log and "08-debootstrap" not in log
+    assert not re.search(r"Unpacking linux-image-", log)
+    base = Manifest.read(Path(manifest.base_layer.build_dir))
+    assert base.status == "built" and base.role == "base"
+    assert base.elements == ["debian-minimal", "vm", "imagekit-base"]
+    # Every package of the base is in the role image, at the base's version.
+    assert {p.name: p.version for p in base.packages}.items() <= packages.items()
+    # debian-minimal's generic kernel is never installed (not installed, then purged).
+    base_log = (Path(manifest.base_layer.build_dir) / "build.log").read_text(errors="replace")
+    assert re.search(r"Unpacking linux-image-[0-9.]+-[0-9]+-cloud-amd64 ", base_log)
+    assert not re.search(r"Unpacking linux-image-[0-9.]+-[0-9]+-amd64 ", base_log)
 
     head_commit = subprocess.run(
         ["git", "-C", str(CHECKOUT), "rev-parse", "HEAD"], capture_output=True, text=True
     ).stdout.strip()
     assert manifest.source.commit == head_commit
     assert manifest.builder_version
-    assert manifest.elements == ["debian-minimal", "vm", "imagekit-web"]
+    assert manifest.elements == ["vm", "imagekit-web"]
     assert (web_build / "build.log").stat().st_size > 0
 
 
@@ -154,3 +164,25 @@ def test_image_holds_keys_but_no_secrets_or_instance_state(
             config.mirrors.image_main,
             config.mirrors.image_security,
         }
+
+
+def test_the_base_layer_is_built_once_and_is_a_clean_root(config: Config, tmp_path: Path) -> None:
+    """Role builds share one layer per set of inputs; it is a root as a finished build leaves
+    it: the real start-stop-daemon, no daemon block, no build manifests, no mounts."""
+    first = dib.base_layer(config)
+    assert dib.base_layer(config) == first, "found again, not built again"
+    assert first.base.manifest().status == "built" and first.base.image.is_file()
+    names = set(
+        subprocess.run(
+            ["tar", "-tf", str(first.tar)], check=True, capture_output=True, text=True
+        ).stdout.split()
+    )
+    assert "./usr/sbin/start-stop-daemon" in names
+    for absent in ("./usr/sbin/policy-rc.d", "./usr/sbin/start-stop-daemon.REAL", "./proc/"):
+        assert absent not in names
+    assert not [n for n in names if n.startswith(("./etc/dib-manifests", "./sys/", "./dev/"))]
+    subprocess.run(
+        ["tar", "-C", str(tmp_path), "-xf", str(first.tar), "./usr/sbin/start-stop-daemon"],
+        check=True,
+    )
+    assert (tmp_path / "usr/sbin/start-stop-daemon").read_bytes()[:4] == b"\x7fELF"

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from imagekit.builders import dib
 from imagekit.cleanup import leftovers
 from imagekit.config import load_config
 from imagekit.locking import Lock
@@ -67,6 +68,7 @@ def test_interrupted_build_cleans_up(
     make_config: Callable[..., Path], signals: list[int], moment: str
 ) -> None:
     config_path = make_config()
+    dib.base_layer(load_config(config_path))  # the role build's own moments, not the base's
     build = start_build(config_path)
     wait_for_log(config_path.parent / "images", moment)
     for signum in signals:

@@ -23,18 +23,25 @@ SCRIPTS = sorted(
 )
 
 
-def test_every_role_has_an_element_on_the_base() -> None:
+def test_every_role_has_an_element_on_the_base_layer() -> None:
     for role in ROLES:
         element = ELEMENTS_DIR / role_element(role)
-        assert "imagekit-base" in (element / "element-deps").read_text().split()
+        assert "imagekit-layer" in (element / "element-deps").read_text().split()
         assert (element / "package-installs.yaml").is_file()
+
+
+def test_the_base_and_every_image_are_finished_alike() -> None:
+    """imagekit-finish (package list, apt sources, clean-up) runs on the base image and on
+    every role image; the base's own phases run once, into the layer."""
+    for element in ("imagekit-base", "imagekit-layer"):
+        assert "imagekit-finish" in (ELEMENTS_DIR / element / "element-deps").read_text().split()
+    assert not list((ELEMENTS_DIR / "imagekit-base").glob("finalise.d/*"))
 
 
 @pytest.mark.parametrize("element", ELEMENTS, ids=lambda p: p.name)
 def test_element_house_style(element: Path) -> None:
     assert (element / "README.rst").is_file()
     assert (element / "element-deps").is_file()
-    assert (element / "package-installs.yaml").is_file()
 
 
 @pytest.mark.parametrize(
@@ -74,8 +81,13 @@ def test_disk_image_create_call(write_config: Callable[[str], Path], tmp_path: P
     assert cmd[:6] == ["disk-image-create", "-n", "-a", "amd64", "-t", "qcow2"]
     assert cmd[cmd.index("-o") + 1] == str(tmp_path / "db")
     assert cmd[cmd.index("--qemu-img-options") + 1] == "compression_type=zlib"  # the default
-    assert cmd[cmd.index("-p") + 1] == "curl,mariadb-backup"
-    assert cmd[-3:] == ["debian-minimal", "vm", "imagekit-db"]
+    # The shared packages are in the base layer; a role build adds only its own.
+    assert cmd[cmd.index("-p") + 1] == "mariadb-backup"
+    assert cmd[-2:] == ["vm", "imagekit-db"]
+    base = dib.command(config, dib.BASE, tmp_path)
+    assert base[base.index("-p") + 1] == "curl"
+    assert base[-3:] == ["debian-minimal", "vm", "imagekit-base"]
+    assert "-p" not in dib.command(config, "web", tmp_path)
 
     env = dib.environment(config, tmp_path / "tmp")
     assert env["DIB_DISTRIBUTION_MIRROR"] == "http://m.test/debian"
@@ -97,7 +109,7 @@ def test_image_apt_sources_replace_the_build_mirrors(tmp_path: Path) -> None:
     (etc_apt / "sources.list.d").mkdir(parents=True)
     (etc_apt / "sources.list.d" / "default.list").write_text("deb file:///srv/m bookworm main\n")
     (etc_apt / "sources.list.d" / "vendor.list").write_text("deb http://v.test/apt stable main\n")
-    script = ELEMENTS_DIR / "imagekit-base" / "finalise.d" / "90-imagekit-apt-sources"
+    script = ELEMENTS_DIR / "imagekit-finish" / "finalise.d" / "90-imagekit-apt-sources"
     env = {
         "PATH": os.environ["PATH"],
         "DIB_RELEASE": "bookworm",

@@ -41,9 +41,9 @@ def test_build_ids_sort_and_never_collide(tmp_path: Path) -> None:
 
 
 def test_the_package_list_reads_what_the_element_script_writes(tmp_path: Path) -> None:
-    """imagekit-base's imagekit-package-list, run on this (Debian) host, read back (the
+    """imagekit-finish's imagekit-package-list, run on this (Debian) host, read back (the
     suites depend on the host's apt lists: the functional build test checks those)."""
-    script = ELEMENTS_DIR / "imagekit-base" / "bin" / "imagekit-package-list"
+    script = ELEMENTS_DIR / "imagekit-finish" / "bin" / "imagekit-package-list"
     path = tmp_path / "packages.tsv"
     path.write_text(subprocess.run([script], capture_output=True, text=True, check=True).stdout)
     packages = {p.name: p for p in read_package_list(path)}

@@ -5,8 +5,3 @@ export DIB_CLOUD_INIT_DATASOURCES=${DIB_CLOUD_INIT_DATASOURCES:-"NoCloud, Config
 export DIB_APT_MINIMAL_CREATE_INTERFACES=${DIB_APT_MINIMAL_CREATE_INTERFACES:-0}
 export DIB_IMAGEKIT_ADMIN_USER=${DIB_IMAGEKIT_ADMIN_USER:-admin}
 export DIB_IMAGEKIT_AUTHORIZED_KEYS=${DIB_IMAGEKIT_AUTHORIZED_KEYS:-}
-# The image's apt sources after the build (not the build mirrors).
-export DIB_IMAGEKIT_APT_MAIN=${DIB_IMAGEKIT_APT_MAIN:-http://deb.debian.org/debian}
-export DIB_IMAGEKIT_APT_SECURITY=${DIB_IMAGEKIT_APT_SECURITY:-http://security.debian.org/debian-security}
-# No boot menu to wait for: a cloud console is read, not typed into.
-export DIB_GRUB_TIMEOUT=${DIB_GRUB_TIMEOUT:-0}
