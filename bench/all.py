@@ -26,6 +26,7 @@ BENCH = Path(__file__).resolve().parent
 # Cheapest first; each line is a script and its arguments.
 SET = {
     "build_web": ["build_web.py", "--baseline"],
+    "build_all": ["build_all.py"],
     "boot_baseline": ["boot_baseline.py"],
     "test_roles": ["test_roles.py"],
     "site": ["site.py"],

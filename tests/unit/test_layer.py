@@ -38,7 +38,8 @@ class FakeBase:
     """A base build: what crosses into layer.ensure is the tar path it must fill."""
 
     def __init__(self, config: Config, fail: bool = False) -> None:
-        self.config, self.fail, self.asked = config, fail, []
+        self.config, self.fail = config, fail
+        self.asked: list[Path] = []
 
     def __call__(self, tar: Path) -> Path:
         self.asked.append(tar)
