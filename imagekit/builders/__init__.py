@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from imagekit import processes, runs, sbom
+from imagekit.builders import layer
 from imagekit.cleanup import sweep
 from imagekit.config import Config
 from imagekit.errors import ImagekitError, Interrupted
@@ -183,7 +184,7 @@ def _stop(proc: "subprocess.Popen[bytes]", out: BinaryIO, stop_signal: signal.Si
 def recover_builds(config: Config) -> list[str]:
     """Builds left "building" by a builder that died (kill -9, OOM): marked failed,
     their half image and work dirs (mounts, loop devices) removed."""
-    done: list[str] = []
+    done = layer.remove_partial(config)
     if not config.output_dir.is_dir():
         return done
     for role_dir in sorted(p for p in config.output_dir.iterdir() if p.is_dir()):

@@ -21,7 +21,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from imagekit.config import Config
-from imagekit.errors import UserError
+from imagekit.errors import BusyError, UserError
 from imagekit.locking import Lock
 from imagekit.manifest import utc_now
 from imagekit.roles import ELEMENTS_DIR, cloud_init_datasources
@@ -131,6 +131,21 @@ def ensure(config: Config, build_base: Callable[[Path], Path]) -> Layer:
         (folder / f"{key}.json").write_text(record.model_dump_json(indent=2) + "\n")
         _prune(folder)
         return Layer(record, folder / f"{key}.tar")
+
+
+def remove_partial(config: Config) -> list[str]:
+    """Layers that a killed base build left half written (none while a build runs)."""
+    folder = layers_dir(config)
+    if not folder.is_dir():
+        return []
+    try:
+        with Lock(folder / ".lock", f"a build of the base layer in {folder}"):
+            parts = sorted(folder.glob("*.part"))
+            for part in parts:
+                part.unlink()
+    except BusyError:
+        return []  # a build is making one now
+    return [f"removed the half-written layer {part}" for part in parts]
 
 
 def _read(folder: Path, key: str) -> Layer | None:

@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 import pytest
 
 from imagekit import runs
+from imagekit.builders import dib
 from imagekit.cleanup import leftovers
 from imagekit.clouds import glance
 from imagekit.config import Config, PublishSettings, load_config
@@ -100,6 +101,7 @@ def test_a_killed_build_leaves_no_loop_device_and_a_failed_manifest(
 ) -> None:
     path = make_config()
     config = load_config(path)
+    dib.base_layer(config)  # the role build's own moment, not the base's
     build = start_build(path)
     wait_for_log(config.output_dir, "Calling [sudo losetup")
     build.send_signal(signal.SIGKILL)

@@ -8,6 +8,7 @@ import pytest
 from imagekit.builders import layer
 from imagekit.config import Config, load_config
 from imagekit.errors import UserError
+from imagekit.locking import Lock
 from imagekit.store import Build
 
 RELEASE_SUITES = ("bookworm", "bookworm-updates")
@@ -117,3 +118,14 @@ def test_old_layers_are_pruned(config: Config, mirror: Path) -> None:
         layer.ensure(config, base)
     assert len(list(layer.layers_dir(config).glob("*.tar"))) == layer.KEEP
     assert len(list(layer.layers_dir(config).glob("*.json"))) == layer.KEEP
+
+
+def test_cleanup_removes_what_a_killed_base_build_left(config: Config) -> None:
+    folder = layer.layers_dir(config)
+    folder.mkdir(parents=True)
+    part = folder / "0123456789abcdef.tar.part"
+    part.write_bytes(b"")
+    with Lock(folder / ".lock", "a base build"):  # one is running: its .part is in use
+        assert layer.remove_partial(config) == [] and part.exists()
+    assert layer.remove_partial(config) == [f"removed the half-written layer {part}"]
+    assert not part.exists()
