@@ -134,3 +134,93 @@ def test_user_data_named_the_instance_and_its_private_address(
         addresses = host.check_output("ip -4 -o addr show")
     assert f"inet {values['private_address']} " in addresses
     assert f"nameserver {values['resolver']}" in host.file("/etc/resolv.conf").content_string
+
+
+def _module_name(path: str) -> str:
+    """kernel/drivers/block/virtio_blk.ko(.xz) -> virtio_blk (modprobe's spelling: _ not -)."""
+    return path.rsplit("/", 1)[-1].split(".ko")[0].replace("-", "_")
+
+
+def test_initramfs_is_zstd_with_the_vm_storage_drivers_only(host: Host) -> None:
+    """imagekit-base's pre-install.d/07: MODULES=list, zstd. Only the listed drivers, what
+    they depend on, and what initramfs-tools' own hooks add (dm-mod for dmsetup, fan for
+    thermal); no btrfs, xfs, nfs, infiniband or network drivers of MODULES=most."""
+    initrd = f"/boot/initrd.img-{host.check_output('uname -r')}"
+    assert host.check_output(f"od -An -tx1 -N4 {initrd}").replace(" ", "") == "28b52ffd"
+    listed = [
+        line.split("#")[0].strip()
+        for line in host.file(
+            "/usr/share/initramfs-tools/modules.d/imagekit-vm"
+        ).content_string.splitlines()
+    ]
+    listed = [name for name in listed if name]
+    depends = host.check_output(
+        f"/usr/sbin/modprobe --show-depends --ignore-install -a {' '.join(listed)}"
+    )
+    allowed = {name.replace("-", "_") for name in listed} | {"dm_mod", "fan"}
+    allowed |= {_module_name(line.split()[1]) for line in depends.splitlines() if ".ko" in line}
+    packed = {
+        _module_name(path)
+        for path in host.check_output(f"lsinitramfs {initrd}").splitlines()
+        if ".ko" in path.rsplit("/", 1)[-1]
+    }
+    assert {"virtio_blk", "virtio_scsi", "virtio_pci", "sd_mod"} <= packed
+    assert packed <= allowed, sorted(packed - allowed)
+
+
+def test_grub_has_no_font_or_media_making_tools(host: Host) -> None:
+    """imagekit-base's pre-install.d/08: the serial and text consoles load no font; no tools
+    for other boot media; what grub-install and update-grub use is there."""
+    for path in ("/usr/share/grub", "/boot/grub", "/boot/grub/fonts"):
+        assert not host.file(f"{path}/unicode.pf2").exists, path
+    with host.sudo():
+        assert "loadfont" not in host.file("/boot/grub/grub.cfg").content_string
+    for tool in ("bin/grub-mkrescue", "bin/grub-mkstandalone", "bin/grub-fstest", "bin/grub-mount"):
+        assert not host.file(f"/usr/{tool}").exists, tool
+    for tool in ("sbin/grub-install", "sbin/grub-mkconfig", "sbin/grub-probe", "bin/grub-mkimage"):
+        assert host.file(f"/usr/{tool}").is_file, tool
+
+
+def test_locale_sources_kept_only_for_en_us_and_c_utf8(host: Host) -> None:
+    """imagekit-base's pre-install.d/09: /usr/share/i18n keeps what localedef reads for
+    en_US.UTF-8 and C.UTF-8, and that is enough to compile them again (as locale-gen would)."""
+    assert host.check_output("ls /usr/share/i18n/charmaps").split() == ["UTF-8.gz"]
+    locales = set(host.check_output("ls /usr/share/i18n/locales").split())
+    assert {"C", "en_US", "i18n"} <= locales and not {"de_DE", "fr_FR", "zh_CN"} & locales
+    for locale in ("en_US", "C"):
+        built = host.run(
+            f'd=$(mktemp -d) && localedef -i {locale} -f UTF-8 "$d/{locale}.UTF-8"; '
+            'rc=$?; rm -rf "$d"; exit $rc'
+        )
+        assert built.rc == 0, built.stderr
+
+
+def test_no_drivers_for_desk_hardware(host: Host) -> None:
+    """imagekit-base's pre-install.d/06: no modules for what only a physical machine has
+    (DAQ cards, Surface laptops, vendor HID quirks); the generic and VM ones stay."""
+    modules = f"/lib/modules/{host.check_output('uname -r')}/kernel"
+    found = host.check_output(
+        f"find {modules}/drivers/comedi {modules}/drivers/platform/surface {modules}/drivers/hid"
+        " -name '*.ko*' -printf '%f\\n'"
+    ).split()
+    assert sorted(found) == ["hid-generic.ko", "hid-hyperv.ko", "hid.ko", "uhid.ko"]
+    for kept in ("drivers/net/virtio_net.ko", "drivers/infiniband", "fs/xfs/xfs.ko"):
+        assert host.file(f"{modules}/{kept}").exists, kept
+
+
+def test_gnupg_keeps_what_apt_and_cloud_init_use(host: Host) -> None:
+    """imagekit-base's pre-install.d/50: gpg and dirmngr (cloud-init's apt keys) stay, and
+    apt autoremove would not take them; S/MIME, WKS and the gnupg meta packages are gone."""
+    for package in ("gpgv", "gpg", "gpg-agent", "dirmngr"):
+        assert host.package(package).is_installed, package
+    assert {"gpg", "gpg-agent", "dirmngr"} <= set(host.check_output("apt-mark showmanual").split())
+    for package in ("gnupg", "gnupg2", "gpgsm", "gpg-wks-server", "gnupg-utils"):
+        assert not host.package(package).is_installed, package
+
+
+def test_no_python_doc_topics_or_test_runner(host: Host) -> None:
+    """imagekit-base's pre-install.d/05 and finalise.d/95; the rest of the stdlib is there."""
+    python = host.check_output("python3 -c 'import sys; print(sys.version_info[1])'")
+    assert not host.file(f"/usr/lib/python3.{python}/pydoc_data").exists
+    assert not host.file(f"/usr/lib/python3.{python}/test").exists
+    host.check_output("python3 -c 'import asyncio, email, json, sqlite3, unittest'")
