@@ -20,6 +20,7 @@ PROBES = {
     "systemd-analyze": "systemd-analyze",
     "slowest units": "systemd-analyze blame --no-pager | head -15",
     "critical chain": "systemd-analyze critical-chain --no-pager | head -20",
+    "critical chain to sshd": "systemd-analyze critical-chain ssh.service --no-pager | head -20",
     "cloud-init stages": "sudo cloud-init analyze show | grep -E '^Finished stage|Total Time'",
     "slowest cloud-init steps": "sudo cloud-init analyze blame | head -20",
     # cloud-init's four stages are four Python processes: their start-up is the boot.

@@ -99,9 +99,9 @@ def main() -> None:
         )
         print(f"  {role['role']:4} {stages}")
     # The site test is one stage that every role records: counted once.
-    stages = [s for r in summary["roles"] for s in r["stages"]]
-    site_s = max((s["seconds"] or 0 for s in stages if s["name"] == "site"), default=0)
-    stages_s = site_s + sum(s["seconds"] or 0 for s in stages if s["name"] != "site")
+    every = [s for r in summary["roles"] for s in r["stages"]]
+    site_s = max((s["seconds"] or 0 for s in every if s["name"] == "site"), default=0)
+    stages_s = site_s + sum(s["seconds"] or 0 for s in every if s["name"] != "site")
     print(f"wall time / sum of its stages: {pipeline_s / stages_s:.2f}")
     total = sum(plain.values())
     parts = ", ".join(f"{stage} {seconds:.0f}s" for stage, seconds in plain.items())
