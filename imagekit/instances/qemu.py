@@ -1,5 +1,6 @@
 """Throwaway instances as local qemu VMs (the default backend)."""
 
+import json
 import shutil
 import signal
 import subprocess
@@ -19,6 +20,8 @@ from imagekit.instances.access import make_key_pair, wait_until_ready
 from imagekit.instances.seed import write_nocloud_seed
 
 CONSOLE_TAIL = 15
+# A throwaway's disk is bigger than its image, as a flavor's is: the image must grow to it.
+DISK_HEADROOM = 2 << 30
 
 
 @dataclass(frozen=True)
@@ -94,21 +97,7 @@ class QemuInstance:
     def launch(self, public_key: str, ssh_port: int = 0) -> None:
         """Boot without waiting: overlay, seed (with the run's key), qemu."""
         overlay = self.workdir / "overlay.qcow2"
-        subprocess.run(
-            [
-                "qemu-img",
-                "create",
-                "-q",
-                "-f",
-                "qcow2",
-                "-b",
-                str(self.image),
-                "-F",
-                "qcow2",
-                str(overlay),
-            ],
-            check=True,
-        )
+        make_overlay(self.image, overlay)
         seed = self.workdir / "seed.iso"
         write_nocloud_seed(
             seed,
@@ -206,3 +195,20 @@ def _with_key(user_data: str, public_key: str) -> str:
     data = yaml.safe_load(user_data) or {}
     data.setdefault("ssh_authorized_keys", []).append(public_key)
     return "#cloud-config\n" + yaml.safe_dump(data, sort_keys=False)
+
+
+def make_overlay(image: Path, overlay: Path) -> None:
+    """A throwaway disk on the image, DISK_HEADROOM bigger (the image stays untouched)."""
+    size = _virtual_size(image) + DISK_HEADROOM
+    cmd = ["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(image), "-F", "qcow2"]
+    subprocess.run([*cmd, str(overlay), str(size)], check=True)
+
+
+def _virtual_size(image: Path) -> int:
+    info = subprocess.run(
+        ["qemu-img", "info", "--output=json", str(image)],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    return int(json.loads(info)["virtual-size"])

@@ -224,3 +224,14 @@ def test_no_python_doc_topics_or_test_runner(host: Host) -> None:
     assert not host.file(f"/usr/lib/python3.{python}/pydoc_data").exists
     assert not host.file(f"/usr/lib/python3.{python}/test").exists
     host.check_output("python3 -c 'import asyncio, email, json, sqlite3, unittest'")
+
+
+def test_the_root_filesystem_grew_to_the_disk(host: Host) -> None:
+    """A flavor's disk is bigger than the image (imagekit test boots it on one 2 GiB
+    bigger): cloud-init's growpart (cloud-guest-utils) and resizefs grow the root
+    partition and its filesystem to the disk."""
+    source = host.check_output("findmnt -no SOURCE /")
+    disk = host.check_output(f"lsblk -no PKNAME {source}")
+    disk_bytes = int(host.check_output(f"lsblk -bdno SIZE /dev/{disk}"))
+    root_bytes = int(host.check_output("df -B1 --output=size / | tail -n1"))
+    assert root_bytes > 0.9 * disk_bytes, (root_bytes, disk_bytes)

@@ -1,6 +1,8 @@
 """Instance plumbing that needs no VM: accelerator choice, seed, keys, cleanup."""
 
+import json
 import os
+import subprocess
 from pathlib import Path
 
 import pycdlib
@@ -8,7 +10,7 @@ import pytest
 import yaml
 
 from imagekit.host import kvm_usable
-from imagekit.instances import SshAddress, throwaway
+from imagekit.instances import SshAddress, qemu, throwaway
 from imagekit.instances.access import make_key_pair
 from imagekit.instances.qemu import _with_key
 from imagekit.instances.seed import write_nocloud_seed
@@ -117,3 +119,21 @@ def test_a_proxy_command_reaches_addresses_the_builder_cannot_route_to() -> None
     address = SshAddress("203.0.113.5", 22, "admin", "/k", "ip netns exec ns nc %h %p")
     assert "-o ProxyCommand='ip netns exec ns nc %h %p' admin@203.0.113.5" in address.command
     assert "ProxyCommand" not in SshAddress("127.0.0.1", 2222, "admin", "/k").command
+
+
+def test_a_throwaway_disk_is_bigger_than_its_image(tmp_path: Path) -> None:
+    """As a flavor's disk is: the image's growpart has something to grow (the common suite
+    checks that the root filesystem fills the disk)."""
+    image, overlay = tmp_path / "image.qcow2", tmp_path / "overlay.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(image), "1G"], check=True)
+    qemu.make_overlay(image, overlay)
+    info = json.loads(
+        subprocess.run(
+            ["qemu-img", "info", "--output=json", str(overlay)],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+    )
+    assert info["virtual-size"] == (1 << 30) + qemu.DISK_HEADROOM
+    assert info["backing-filename"] == str(image)
