@@ -228,15 +228,17 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def describe_image(path: Path) -> ImageFile:
-    info = json.loads(
-        subprocess.run(
-            ["qemu-img", "info", "--output=json", str(path)],
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout
+def image_info(path: Path) -> dict[str, Any]:
+    """What `qemu-img info` says of a disk image (format, virtual-size, backing file...)."""
+    cmd = ["qemu-img", "info", "--output=json", str(path)]
+    info: dict[str, Any] = json.loads(
+        subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     )
+    return info
+
+
+def describe_image(path: Path) -> ImageFile:
+    info = image_info(path)
     return ImageFile(
         file=path.name,
         format=info["format"],

@@ -1,6 +1,5 @@
 """Throwaway instances as local qemu VMs (the default backend)."""
 
-import json
 import shutil
 import signal
 import subprocess
@@ -18,6 +17,7 @@ from imagekit.host import free_ports, kvm_usable
 from imagekit.instances import SshAddress
 from imagekit.instances.access import make_key_pair, wait_until_ready
 from imagekit.instances.seed import write_nocloud_seed
+from imagekit.manifest import image_info
 
 CONSOLE_TAIL = 15
 # A throwaway's disk is bigger than its image, as a flavor's is: the image must grow to it.
@@ -199,16 +199,6 @@ def _with_key(user_data: str, public_key: str) -> str:
 
 def make_overlay(image: Path, overlay: Path) -> None:
     """A throwaway disk on the image, DISK_HEADROOM bigger (the image stays untouched)."""
-    size = _virtual_size(image) + DISK_HEADROOM
+    size = image_info(image)["virtual-size"] + DISK_HEADROOM
     cmd = ["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(image), "-F", "qcow2"]
     subprocess.run([*cmd, str(overlay), str(size)], check=True)
-
-
-def _virtual_size(image: Path) -> int:
-    info = subprocess.run(
-        ["qemu-img", "info", "--output=json", str(image)],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    return int(json.loads(info)["virtual-size"])

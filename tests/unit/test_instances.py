@@ -1,6 +1,5 @@
 """Instance plumbing that needs no VM: accelerator choice, seed, keys, cleanup."""
 
-import json
 import os
 import subprocess
 from pathlib import Path
@@ -14,6 +13,7 @@ from imagekit.instances import SshAddress, qemu, throwaway
 from imagekit.instances.access import make_key_pair
 from imagekit.instances.qemu import _with_key
 from imagekit.instances.seed import write_nocloud_seed
+from imagekit.manifest import image_info
 from imagekit.sshkeys import parse_public_keys
 
 
@@ -127,13 +127,6 @@ def test_a_throwaway_disk_is_bigger_than_its_image(tmp_path: Path) -> None:
     image, overlay = tmp_path / "image.qcow2", tmp_path / "overlay.qcow2"
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(image), "1G"], check=True)
     qemu.make_overlay(image, overlay)
-    info = json.loads(
-        subprocess.run(
-            ["qemu-img", "info", "--output=json", str(overlay)],
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout
-    )
+    info = image_info(overlay)
     assert info["virtual-size"] == (1 << 30) + qemu.DISK_HEADROOM
     assert info["backing-filename"] == str(image)
