@@ -183,16 +183,13 @@ def test_grub_has_no_font_or_media_making_tools(host: Host) -> None:
 
 def test_locale_sources_kept_only_for_en_us_and_c_utf8(host: Host) -> None:
     """imagekit-base's pre-install.d/09: /usr/share/i18n keeps what localedef reads for
-    en_US.UTF-8 and C.UTF-8, and that is enough to compile them again (as locale-gen would)."""
+    en_US.UTF-8 and C.UTF-8. That en_US.UTF-8 compiles from them is checked where it is cheap,
+    in the build (install.d/92, after locale-gen): localedef here took 16 s under TCG."""
     assert host.check_output("ls /usr/share/i18n/charmaps").split() == ["UTF-8.gz"]
     locales = set(host.check_output("ls /usr/share/i18n/locales").split())
-    assert {"C", "en_US", "i18n"} <= locales and not {"de_DE", "fr_FR", "zh_CN"} & locales
-    for locale in ("en_US", "C"):
-        built = host.run(
-            f'd=$(mktemp -d) && localedef -i {locale} -f UTF-8 "$d/{locale}.UTF-8"; '
-            'rc=$?; rm -rf "$d"; exit $rc'
-        )
-        assert built.rc == 0, built.stderr
+    assert {"C", "en_US", "i18n", "iso14651_t1"} <= locales
+    assert not {"de_DE", "fr_FR", "zh_CN"} & locales
+    assert {"C.utf8", "en_US.utf8"} <= set(host.check_output("locale -a").split())
 
 
 def test_no_drivers_for_desk_hardware(host: Host) -> None:
