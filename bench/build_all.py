@@ -16,6 +16,7 @@ from pathlib import Path
 
 from figures import record
 
+from imagekit.builders import dib
 from imagekit.config import load_config
 from imagekit.roles import ROLES
 from imagekit.store import Store
@@ -38,11 +39,11 @@ def build(work: Path, roles: list[str]) -> tuple[float, dict[str, float], dict[s
     seconds = time.monotonic() - started
     store = Store(load_config(config_path).output_dir)
     durations, sizes = {}, {}
-    for role in ["base", *roles]:
+    for role in [dib.BASE, *roles]:
         found = store.newest(role)
         assert found is not None, f"no {role} build"
         durations[role] = found.manifest().duration_s or 0.0
-        if role != "base":
+        if role != dib.BASE:
             sizes[role] = found.image.stat().st_size / MIB
     return seconds, durations, sizes
 

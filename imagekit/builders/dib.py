@@ -19,7 +19,7 @@ from imagekit.progress import Progress, say
 from imagekit.roles import DISTRO_ELEMENTS, ELEMENTS_DIR, role_element
 
 # The shared base: built once per set of inputs (see imagekit.builders.layer).
-BASE = "base"
+BASE = layer.BASE
 
 _HOOK = re.compile(r"dib-run-parts Running \S*/([a-z-]+\.d)/(\S+)")
 

@@ -27,15 +27,17 @@ from imagekit.manifest import utc_now
 from imagekit.roles import ELEMENTS_DIR, cloud_init_datasources
 from imagekit.store import Build
 
-# The elements whose files are the base (imagekit-finish runs on every image, after the layer).
-BASE_ELEMENTS = ("imagekit-base",)
+# The base's builds live under OUTPUT_DIR/base, like a role's.
+BASE = "base"
+# The element whose files are the base (imagekit-finish runs on every image, after the layer).
+BASE_ELEMENT = ELEMENTS_DIR / "imagekit-base"
 # Layers kept in the cache: the current one and the ones before it, for builds that still run.
 KEEP = 3
 INDEX_TIMEOUT_S = 30
 
 
 class LayerRecord(BaseModel):
-    """KEY.json: where a layer came from (also what a role's manifest records of its base)."""
+    """KEY.json: what a layer was made from, and the base build that made it."""
 
     key: str
     base_build: str  # the base build's directory: its manifest lists the layer's packages
@@ -51,7 +53,7 @@ class Layer:
     @property
     def base(self) -> Build:
         """The base build whose root this is; its image is the base image (Packer's)."""
-        return Build("base", Path(self.record.base_build))
+        return Build(BASE, Path(self.record.base_build))
 
 
 def layers_dir(config: Config) -> Path:
@@ -62,11 +64,10 @@ def inputs(config: Config) -> dict[str, str]:
     """Everything the base is made from, each as a short string (hashes for files)."""
     main, security = config.resolved_mirrors()
     files = hashlib.sha256()
-    for element in BASE_ELEMENTS:
-        for path in sorted((ELEMENTS_DIR / element).rglob("*")):
-            if path.is_file():
-                files.update(f"{path.relative_to(ELEMENTS_DIR)}\0".encode())
-                files.update(path.read_bytes())
+    for path in sorted(BASE_ELEMENT.rglob("*")):
+        if path.is_file():
+            files.update(f"{path.relative_to(ELEMENTS_DIR)}\0".encode())
+            files.update(path.read_bytes())
     return {
         "diskimage-builder": version("diskimage-builder"),
         "elements": files.hexdigest(),
