@@ -4,7 +4,7 @@ import hashlib
 import json
 import re
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import jsonschema
@@ -122,48 +122,197 @@ def test_the_sbom_lists_what_the_image_carries(web_build: Path) -> None:
     print(f"security updates in the image: {[p.name for p in manifest.packages if p.security]}")
 
 
-@pytest.mark.parametrize("role", ROLES)
+@pytest.fixture(scope="module", params=ROLES)
+def image_root(
+    request: pytest.FixtureRequest,
+    built: Callable[[str], Path],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Path]:
+    """Each role's image, mounted read-only once for every offline check of it."""
+    role = request.param
+    with mounted_root(built(role) / f"{role}.qcow2", tmp_path_factory.mktemp(role)) as root:
+        yield root
+
+
 def test_image_holds_keys_but_no_secrets_or_instance_state(
-    built: Callable[[str], Path], role: str, config: Config, tmp_path: Path
+    image_root: Path, config: Config
 ) -> None:
-    with mounted_root(built(role) / f"{role}.qcow2", tmp_path) as root:
-        keys = (root / "home/admin/.ssh/authorized_keys").read_text()
-        assert keys.strip() == config.public_keys[0].line
+    root = image_root
+    keys = (root / "home/admin/.ssh/authorized_keys").read_text()
+    assert keys.strip() == config.public_keys[0].line
 
-        assert not list((root / "etc/ssh").glob("ssh_host_*")), "no SSH host keys"
-        # "uninitialized" (machine-id(5)): systemd makes a new id at first boot.
-        assert (root / "etc/machine-id").read_text() in ("", "uninitialized\n")
-        assert not [p for p in (root / "var/lib/apt/lists").iterdir() if p.name != "partial"]
-        assert not (root / "etc/dib-manifests").exists()
+    assert not list((root / "etc/ssh").glob("ssh_host_*")), "no SSH host keys"
+    # "uninitialized" (machine-id(5)): systemd makes a new id at first boot.
+    assert (root / "etc/machine-id").read_text() in ("", "uninitialized\n")
+    assert not [p for p in (root / "var/lib/apt/lists").iterdir() if p.name != "partial"]
+    assert not (root / "etc/dib-manifests").exists()
 
-        for line in (root / "etc/shadow").read_text().splitlines():
-            user, password = line.split(":")[:2]
-            assert password in ("*", "!", "!*", "!!") or password.startswith("!*"), (
-                f"{user} has a password hash"
-            )
-        found = subprocess.run(
-            ["grep", "-rlI", "--exclude-dir=proc", "PRIVATE KEY-----", "etc", "home", "root"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-        ).stdout.split()
-        # ssl-cert's snakeoil key is made at package install; it must not be baked either.
-        assert found == [], f"private keys in the image: {found}"
+    for line in (root / "etc/shadow").read_text().splitlines():
+        user, password = line.split(":")[:2]
+        assert password in ("*", "!", "!*", "!!") or password.startswith("!*"), (
+            f"{user} has a password hash"
+        )
+    found = subprocess.run(
+        ["grep", "-rlI", "--exclude-dir=proc", "PRIVATE KEY-----", "etc", "home", "root"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+    ).stdout.split()
+    # ssl-cert's snakeoil key is made at package install; it must not be baked either.
+    assert found == [], f"private keys in the image: {found}"
 
-        sshd = (root / "etc/ssh/sshd_config.d/50-imagekit.conf").read_text()
-        assert "PasswordAuthentication no" in sshd and "PermitRootLogin no" in sshd
-        datasources = (root / "etc/cloud/cloud.cfg.d/91-dib-cloud-init-datasources.cfg").read_text()
-        assert "NoCloud, ConfigDrive, OpenStack, None" in datasources
-        assert "name: admin" in (root / "etc/cloud/cloud.cfg.d/80-imagekit.cfg").read_text()
-        assert not list((root / "usr/share/man").iterdir()), "no man pages"
-        assert not list((root / "usr/lib/udev/hwdb.d").glob("*.hwdb")), "no hardware database"
-        assert not (root / "usr/lib/udev/hwdb.bin").exists()
-        assert not (root / "root/.ssh/authorized_keys").exists()
-        # The image's apt sources, not the build mirrors (maybe file:// or private).
-        assert apt_source_uris(root) == {
-            config.mirrors.image_main,
-            config.mirrors.image_security,
-        }
+    sshd = (root / "etc/ssh/sshd_config.d/50-imagekit.conf").read_text()
+    assert "PasswordAuthentication no" in sshd and "PermitRootLogin no" in sshd
+    datasources = (root / "etc/cloud/cloud.cfg.d/91-dib-cloud-init-datasources.cfg").read_text()
+    assert "NoCloud, ConfigDrive, OpenStack, None" in datasources
+    assert "name: admin" in (root / "etc/cloud/cloud.cfg.d/80-imagekit.cfg").read_text()
+    assert not list((root / "usr/share/man").iterdir()), "no man pages"
+    assert not list((root / "usr/lib/udev/hwdb.d").glob("*.hwdb")), "no hardware database"
+    assert not (root / "usr/lib/udev/hwdb.bin").exists()
+    assert not (root / "root/.ssh/authorized_keys").exists()
+    # The image's apt sources, not the build mirrors (maybe file:// or private).
+    assert apt_source_uris(root) == {
+        config.mirrors.image_main,
+        config.mirrors.image_security,
+    }
+
+
+# What the image holds is read here, on the host, in seconds: the same checks inside a
+# booted guest took most of a minute per role under TCG.
+
+
+def _dpkg_installed(root: Path, *names: str) -> dict[str, bool]:
+    listed = subprocess.run(
+        [
+            "dpkg-query",
+            f"--admindir={root}/var/lib/dpkg",
+            "-W",
+            "-f",
+            "${Package} ${db:Status-Abbrev}\n",
+            *names,
+        ],
+        capture_output=True,
+        text=True,
+    ).stdout
+    state = dict(line.split(" ", 1) for line in listed.splitlines())
+    return {name: state.get(name, "").startswith("ii") for name in names}
+
+
+def _kernel_version(root: Path) -> str:
+    (version,) = [p.name for p in (root / "lib/modules").iterdir()]
+    return version
+
+
+def _module_name(path: str) -> str:
+    """kernel/drivers/block/virtio_blk.ko(.xz) -> virtio_blk (modprobe's spelling: _ not -)."""
+    return path.rsplit("/", 1)[-1].split(".ko")[0].replace("-", "_")
+
+
+def test_initramfs_is_zstd_with_the_vm_storage_drivers_only(image_root: Path) -> None:
+    """imagekit-base's pre-install.d/07: MODULES=list, zstd. Only the listed drivers, what
+    they depend on, and what initramfs-tools' own hooks add (dm-mod for dmsetup, fan for
+    thermal); no btrfs, xfs, nfs, infiniband or network drivers of MODULES=most."""
+    root, version = image_root, _kernel_version(image_root)
+    initrd = root / f"boot/initrd.img-{version}"
+    assert initrd.read_bytes()[:4] == b"\x28\xb5\x2f\xfd", "not one zstd archive"
+    text = (root / "usr/share/initramfs-tools/modules.d/imagekit-vm").read_text()
+    listed = [name for line in text.splitlines() if (name := line.split("#")[0].strip())]
+    depends = subprocess.run(
+        [
+            "modprobe",
+            "-d",
+            str(root),
+            "-S",
+            version,
+            "--show-depends",
+            "--ignore-install",
+            "-a",
+            *listed,
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    allowed = {name.replace("-", "_") for name in listed} | {"dm_mod", "fan"}
+    allowed |= {_module_name(line.split()[1]) for line in depends.splitlines() if ".ko" in line}
+    unpacked = subprocess.run(
+        f"zstd -dc {initrd} | cpio -t --quiet",
+        shell=True,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    packed = {_module_name(p) for p in unpacked.splitlines() if ".ko" in p.rsplit("/", 1)[-1]}
+    assert {"virtio_blk", "virtio_scsi", "virtio_pci", "sd_mod"} <= packed
+    assert packed <= allowed, sorted(packed - allowed)
+
+
+def test_grub_has_no_font_or_media_making_tools(image_root: Path) -> None:
+    """imagekit-base's pre-install.d/08: the serial and text consoles load no font; no tools
+    for other boot media; what grub-install and update-grub use is there."""
+    root = image_root
+    for path in ("usr/share/grub", "boot/grub", "boot/grub/fonts"):
+        assert not (root / path / "unicode.pf2").exists(), path
+    assert "loadfont" not in (root / "boot/grub/grub.cfg").read_text()
+    for tool in ("bin/grub-mkrescue", "bin/grub-mkstandalone", "bin/grub-fstest", "bin/grub-mount"):
+        assert not (root / "usr" / tool).exists(), tool
+    for tool in ("sbin/grub-install", "sbin/grub-mkconfig", "sbin/grub-probe", "bin/grub-mkimage"):
+        assert (root / "usr" / tool).is_file(), tool
+
+
+def test_locales_only_en_us_and_c_utf8(image_root: Path) -> None:
+    """imagekit-base's pre-install.d/09: /usr/share/i18n keeps what localedef reads for
+    en_US.UTF-8 and C.UTF-8 (install.d/92 checks that en_US.UTF-8 compiles from them)."""
+    i18n = image_root / "usr/share/i18n"
+    assert [p.name for p in (i18n / "charmaps").iterdir()] == ["UTF-8.gz"]
+    locales = {p.name for p in (i18n / "locales").iterdir()}
+    assert {"C", "en_US", "i18n", "iso14651_t1"} <= locales
+    assert not {"de_DE", "fr_FR", "zh_CN"} & locales
+    archive = subprocess.run(
+        ["localedef", "--list-archive", str(image_root / "usr/lib/locale/locale-archive")],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.split()
+    assert archive == ["en_US.utf8"]
+    assert (image_root / "usr/lib/locale/C.utf8/LC_CTYPE").is_file()
+
+
+def test_no_drivers_for_desk_hardware(image_root: Path) -> None:
+    """imagekit-base's pre-install.d/06: no modules for what only a physical machine has
+    (DAQ cards, Surface laptops, vendor HID quirks); the generic and VM ones stay."""
+    modules = image_root / "lib/modules" / _kernel_version(image_root) / "kernel"
+    found = [
+        p.name
+        for folder in ("drivers/comedi", "drivers/platform/surface", "drivers/hid")
+        for p in (modules / folder).rglob("*.ko*")
+    ]
+    assert sorted(found) == ["hid-generic.ko", "hid-hyperv.ko", "hid.ko", "uhid.ko"]
+    for kept in ("drivers/net/virtio_net.ko", "drivers/infiniband", "fs/xfs/xfs.ko"):
+        assert (modules / kept).exists(), kept
+
+
+def test_gnupg_keeps_what_apt_and_cloud_init_use(image_root: Path) -> None:
+    """imagekit-base's pre-install.d/50: gpg and dirmngr (cloud-init's apt keys) stay, and
+    apt autoremove would not take them; S/MIME, WKS and the gnupg meta packages are gone."""
+    kept = ("gpgv", "gpg", "gpg-agent", "dirmngr")
+    gone = ("gnupg", "gnupg2", "gpgsm", "gpg-wks-server", "gnupg-utils")
+    assert _dpkg_installed(image_root, *kept, *gone) == {
+        **dict.fromkeys(kept, True),
+        **dict.fromkeys(gone, False),
+    }
+    states = (image_root / "var/lib/apt/extended_states").read_text().split("\n\n")
+    auto = {s.split()[1] for s in states if "Auto-Installed: 1" in s}
+    assert not {"gpg", "gpg-agent", "dirmngr"} & auto
+
+
+def test_no_python_doc_topics_or_test_runner(image_root: Path) -> None:
+    """imagekit-base's pre-install.d/05 and finalise.d/95; the rest of the stdlib is there
+    (the image's own python3, run in its read-only root)."""
+    (stdlib,) = (image_root / "usr/lib").glob("python3.[0-9]*")
+    assert not (stdlib / "pydoc_data").exists() and not (stdlib / "test").exists()
+    imports = "import asyncio, email, json, sqlite3, unittest"
+    subprocess.run(["chroot", str(image_root), "python3", "-c", imports], check=True)
 
 
 def test_the_base_layer_is_built_once_and_is_a_clean_root(config: Config, tmp_path: Path) -> None:
