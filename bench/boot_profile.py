@@ -21,6 +21,15 @@ PROBES = {
     "slowest units": "systemd-analyze blame --no-pager | head -15",
     "critical chain": "systemd-analyze critical-chain --no-pager | head -20",
     "critical chain to sshd": "systemd-analyze critical-chain ssh.service --no-pager | head -20",
+    "critical chain to cloud-final": (
+        "systemd-analyze critical-chain cloud-final.service --no-pager | head -20"
+    ),
+    # On one vCPU whatever else runs during the boot slows the chain: CPU time per unit.
+    "cpu per unit (ms)": (
+        "for u in $(systemctl list-units --all --no-legend --plain | awk '{print $1}'); do"
+        ' n=$(systemctl show -P CPUUsageNSec $u); [ "$n" -gt 0 ] 2>/dev/null &&'
+        ' echo "$((n / 1000000)) $u"; done | sort -rn | head -25'
+    ),
     "cloud-init stages": "sudo cloud-init analyze show | grep -E '^Finished stage|Total Time'",
     "slowest cloud-init steps": "sudo cloud-init analyze blame | head -20",
     # cloud-init's four stages are four Python processes: their start-up is the boot.

@@ -50,8 +50,8 @@ rm -f "$home/.bash_history"
 rm -f "$proxy_conf"
 "$finish/finalise.d/90-imagekit-apt-sources"
 "$finish/finalise.d/95-imagekit-cleanup"
-# What DIB's own finalise.d/99-clear-machine-id does for DIB builds.
-echo uninitialized > /etc/machine-id
+# What DIB builds end with (sysprep, then imagekit-finish's finalise.d/99).
+"$finish/finalise.d/99-imagekit-machine-id"
 cloud-init clean --logs
 # Tell the (discard-enabled) disk which blocks are free, so the image stays small.
 sync

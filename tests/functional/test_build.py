@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import os
 import re
 import subprocess
 from collections.abc import Callable, Iterator
@@ -142,8 +143,12 @@ def test_image_holds_keys_but_no_secrets_or_instance_state(
     assert keys.strip() == config.public_keys[0].line
 
     assert not list((root / "etc/ssh").glob("ssh_host_*")), "no SSH host keys"
-    # "uninitialized" (machine-id(5)): systemd makes a new id at first boot.
-    assert (root / "etc/machine-id").read_text() in ("", "uninitialized\n")
+    # Empty (machine-id(5)): a new id at the first boot, which is not systemd's "first boot".
+    assert (root / "etc/machine-id").read_text() == ""
+    # What imagekit-base keeps off the boot (install.d/61, 63).
+    assert os.readlink(root / "etc/systemd/system/cloud-config.service") == "/dev/null"
+    masked = {p.name for p in (root / "etc/systemd/system-generators").iterdir()}
+    assert "systemd-gpt-auto-generator" in masked and "systemd-fstab-generator" not in masked
     assert not [p for p in (root / "var/lib/apt/lists").iterdir() if p.name != "partial"]
     assert not (root / "etc/dib-manifests").exists()
 

@@ -304,7 +304,7 @@ def test_packer_builds_web_on_the_cloud(
         assert keys == config.public_keys[0].line, "only the baked key: the build's is gone"
         assert not (root / "root/.ssh/authorized_keys").exists()
         assert not list((root / "etc/ssh").glob("ssh_host_*"))
-        assert (root / "etc/machine-id").read_text() == "uninitialized\n"
+        assert (root / "etc/machine-id").read_text() == ""
         assert not list((root / "etc/apt/apt.conf.d").glob("*imagekit-build-proxy*"))
         assert apt_source_uris(root) == {config.mirrors.image_main, config.mirrors.image_security}
 
