@@ -16,7 +16,7 @@ import pytest
 
 from imagekit.config import Config, load_config
 from imagekit.manifest import Manifest, Publication, SiteTestRecord, SuiteResult
-from imagekit.pipeline import Pipeline, resume_point
+from imagekit.pipeline import Pipeline, default_test_jobs, resume_point
 from imagekit.site.model import DEFAULT_SITE
 from tests.unit.manifests import make_manifest
 
@@ -180,3 +180,15 @@ def test_ctrl_c_during_the_site_test_stops_it_and_waits_for_its_clean_up(
     with pytest.raises(KeyboardInterrupt):
         pipeline.run()
     assert events == ["stop sent", "site cleaned up"]
+
+
+@pytest.mark.parametrize(
+    ("cores", "memory_gib", "jobs"), [(2, 24, 2), (8, 12, 4), (1, 24, 1), (4, 2, 1)]
+)
+def test_one_test_vm_per_core_with_3_gib_each(
+    monkeypatch: pytest.MonkeyPatch, cores: int, memory_gib: int, jobs: int
+) -> None:
+    monkeypatch.setattr(os, "cpu_count", lambda: cores)
+    pages = {"SC_PAGE_SIZE": 4096, "SC_PHYS_PAGES": memory_gib * 2**30 // 4096}
+    monkeypatch.setattr(os, "sysconf", pages.__getitem__)
+    assert default_test_jobs() == jobs
