@@ -145,7 +145,7 @@ def test_image_holds_keys_but_no_secrets_or_instance_state(
     assert not list((root / "etc/ssh").glob("ssh_host_*")), "no SSH host keys"
     # Empty (machine-id(5)): a new id at the first boot, which is not systemd's "first boot".
     assert (root / "etc/machine-id").read_text() == ""
-    # What imagekit-base keeps off the boot (install.d/61, 63).
+    # What imagekit-base keeps off the boot (post-install.d/90, install.d/63).
     assert os.readlink(root / "etc/systemd/system/cloud-config.service") == "/dev/null"
     masked = {p.name for p in (root / "etc/systemd/system-generators").iterdir()}
     assert "systemd-gpt-auto-generator" in masked and "systemd-fstab-generator" not in masked
