@@ -27,7 +27,7 @@ PROBES = {
     # On one vCPU whatever else runs during the boot slows the chain: CPU time per unit.
     "cpu per unit (ms)": (
         "for u in $(systemctl list-units --all --no-legend --plain | awk '{print $1}'); do"
-        ' n=$(systemctl show -P CPUUsageNSec $u); [ "$n" -gt 0 ] 2>/dev/null &&'
+        ' n=$(systemctl show -P CPUUsageNSec -- $u); [ "$n" -gt 0 ] 2>/dev/null &&'
         ' echo "$((n / 1000000)) $u"; done | sort -rn | head -25'
     ),
     "cloud-init stages": "sudo cloud-init analyze show | grep -E '^Finished stage|Total Time'",
