@@ -26,7 +26,7 @@ from imagekit import processes, progress
 from imagekit.config import Config
 from imagekit.errors import ImagekitError, Interrupted, UserError
 from imagekit.files import write_private
-from imagekit.instances.access import make_key_pair
+from imagekit.instances.access import CLOUD_INIT_RESULT, cloud_init_errors, make_key_pair
 from imagekit.instances.qemu import Nic, QemuInstance
 from imagekit.manifest import Manifest, SiteTestRecord, utc_now
 from imagekit.roles import CHECKOUT
@@ -287,18 +287,18 @@ class SiteRun:
             member.timings["boot_to_ssh_s"] = round(time.monotonic() - started, 1)
             self.say(f"[site] {name} answers SSH after {member.timings['boot_to_ssh_s']:.0f}s")
             while True:
-                done = self.ssh(
-                    name, "cloud-init status --wait --long", max(deadline - time.monotonic(), 5)
-                )
+                done = self.ssh(name, CLOUD_INIT_RESULT, max(deadline - time.monotonic(), 5))
                 # 255 is ssh's own failure (a slow guest's banner, a dropped jump): ask again.
-                if done.returncode != 255 or time.monotonic() > deadline:
+                if done.returncode != 255:
                     break
+                if time.monotonic() > deadline:
+                    raise ImagekitError(f"cloud-init's result unread: {done.stderr.strip()}")
                 time.sleep(3)
             member.timings["cloud_init_done_s"] = round(time.monotonic() - started, 1)
-            if done.returncode != 0:
+            if errors := cloud_init_errors(done.stdout):
                 log = self.ssh(name, "sudo tail -n 20 /var/log/cloud-init-output.log", 30)
                 raise ImagekitError(
-                    f"cloud-init did not finish cleanly: {done.stdout.strip()[-300:]}\n{log.stdout}"
+                    f"cloud-init finished with errors: {'; '.join(errors)}\n{log.stdout}"
                 )
         except ImagekitError as err:
             member.error = f"{err}\nconsole:\n{member.vm.console_tail()}"

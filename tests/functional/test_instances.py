@@ -11,7 +11,8 @@ import pytest
 
 from imagekit import suites
 from imagekit.config import Config
-from imagekit.instances import SshAddress, throwaway
+from imagekit.errors import ImagekitError
+from imagekit.instances import SshAddress
 from imagekit.instances.access import connect, run
 from imagekit.instances.qemu import QemuInstance
 from imagekit.manifest import SuiteResult
@@ -32,6 +33,11 @@ class Boot:
     host_key: str
     machine_id: str
     suite: SuiteResult | None  # only where a suite was run
+    error: str | None  # why the boot failed, if it did
+
+
+# A step of the user data fails: the boot must fail and say which, and why.
+FAILING_USER_DATA = "#cloud-config\nruncmd:\n  - [sh, -c, 'echo imagekit-step-failed; exit 3']\n"
 
 
 def identity(address: SshAddress) -> tuple[str, str]:
@@ -47,20 +53,30 @@ def dns_boots(
     built: Built, config: Config, tmp_path_factory: pytest.TempPathFactory
 ) -> tuple[Boot, Boot]:
     """Two instances of the dns image, booted at once (a core each): the first runs the
-    web suite (which must fail there); the identities of the two must differ."""
+    web suite (which must fail there); the second's user data fails; the identities of
+    the two must differ."""
     image = built("dns") / "dns.qcow2"  # built before the threads: one build
     junit = tmp_path_factory.mktemp("negative") / "report.xml"
 
-    def boot(name: str, suite: bool) -> Boot:
-        with throwaway(QemuInstance(image, config.admin_user, name)) as address:
+    def boot(name: str, suite: bool, user_data: str = "#cloud-config\n") -> Boot:
+        instance = QemuInstance(image, config.admin_user, name, user_data)
+        try:
+            try:
+                address, error = instance.start(), None
+            except ImagekitError as err:
+                # cloud-init failed, but the instance is up: its identity can be read.
+                assert instance.address is not None, err
+                address, error = instance.address, str(err)
             result = None
             if suite:
                 result = suites.run_suite(config, "web", address, junit, [get_role("web").suite])
-            return Boot(*identity(address), result)
+            return Boot(*identity(address), result, error)
+        finally:
+            instance.stop()
 
     with ThreadPoolExecutor(2) as pool:
         negative = pool.submit(boot, "ft-negative", True)
-        other = pool.submit(boot, "ft-twice", False)
+        other = pool.submit(boot, "ft-twice", False, FAILING_USER_DATA)
         return negative.result(), other.result()
 
 
@@ -79,4 +95,19 @@ def test_each_boot_makes_its_own_host_keys_and_machine_id(dns_boots: tuple[Boot,
     assert first.host_key != second.host_key, "SSH host keys are made per instance"
     assert first.machine_id != second.machine_id
     assert re.fullmatch(r"[0-9a-f]{32}", second.machine_id)
+    no_qemu_left()
+
+
+def test_a_failing_user_data_step_fails_the_boot_and_says_why(
+    dns_boots: tuple[Boot, Boot],
+) -> None:
+    """The first line names cloud-init's error (a pipeline prints only that line); the
+    tail of cloud-init's output log follows."""
+    negative, failed = dns_boots
+    assert negative.error is None
+    assert failed.error is not None, "a failed runcmd went unnoticed"
+    first = failed.error.splitlines()[0]
+    assert first.startswith("cloud-init finished with errors: "), first
+    assert "scripts" in first and "Runparts: 1 failures" in first, first
+    assert "imagekit-step-failed" in failed.error
     no_qemu_left()

@@ -1,5 +1,6 @@
 """Instance plumbing that needs no VM: accelerator choice, seed, keys, cleanup."""
 
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -10,7 +11,7 @@ import yaml
 
 from imagekit.host import kvm_usable
 from imagekit.instances import SshAddress, qemu, throwaway
-from imagekit.instances.access import make_key_pair
+from imagekit.instances.access import cloud_init_errors, make_key_pair
 from imagekit.instances.qemu import _with_key
 from imagekit.instances.seed import write_nocloud_seed
 from imagekit.manifest import image_info
@@ -130,3 +131,21 @@ def test_a_throwaway_disk_is_bigger_than_its_image(tmp_path: Path) -> None:
     info = image_info(overlay)
     assert info["virtual-size"] == (1 << 30) + qemu.DISK_HEADROOM
     assert info["backing-filename"] == str(image)
+
+
+def test_cloud_init_errors_come_from_its_result_one_line_each() -> None:
+    done = '{"v1": {"datasource": "DataSourceNoCloud [seed=/dev/sr0]", "errors": []}}\n'
+    assert cloud_init_errors(done) == []
+    failed = {
+        "v1": {
+            "datasource": None,
+            "errors": ["('scripts_user', RuntimeError('Runparts: 1 failures\nin 1 attempted'))"],
+        }
+    }
+    assert cloud_init_errors(json.dumps(failed)) == [
+        "('scripts_user', RuntimeError('Runparts: 1 failures in 1 attempted'))"
+    ]
+    # A result cut short or not cloud-init's is an error, not a pass.
+    assert cloud_init_errors('{"v1": {"datasource"')[0].startswith("unreadable")
+    assert cloud_init_errors("")[0].startswith("unreadable")
+    assert cloud_init_errors("[]")[0].startswith("unreadable")
