@@ -66,7 +66,19 @@ def test_given_tls_pair_is_used_and_private(tmp_path: Path, indent: str) -> None
     assert pem["permissions"] == "0600"
     # What haproxy reads: the certificate then the key, each line from column 0.
     assert pem["content"].strip() == f"{CERT}\n{KEY}"
-    assert not any("openssl" in str(step) for step in data["runcmd"]), "no self-signed one"
+    assert not any("openssl" in str(step) for step in data["bootcmd"]), "no self-signed one"
+
+
+def test_without_a_tls_pair_the_lb_makes_one_before_haproxy_starts() -> None:
+    """In bootcmd (cloud-init's init stage, before network-online.target and so before
+    HAProxy): from runcmd, HAProxy would fail at boot into systemd's start limit."""
+    data = yaml.safe_load(
+        render_user_data("lb", load_values("lb", [EXAMPLES / "lb.yaml"], []), CACHE)
+    )
+    (make,) = [step for step in data["bootcmd"] if "openssl" in str(step)]
+    assert "test -s /etc/haproxy/certs/site.pem ||" in make[2], "once per instance"
+    assert "-newkey ec" in make[2]
+    assert not any("openssl" in str(step) or "haproxy" in str(step) for step in data["runcmd"])
 
 
 @pytest.mark.parametrize(
