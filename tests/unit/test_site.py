@@ -165,8 +165,9 @@ def test_user_data_sets_the_default_route_through_the_gateway(
     data = {path.stem: yaml.safe_load(path.read_text()) for path in (tmp_path / "o").iterdir()}
     assert ["ip", "route", "replace", "default", "via", "10.12.0.1"] in data["db1"]["bootcmd"]
     # The lb is the gateway: its default route is its public side's, and it finds its NICs.
-    (finds_nics,) = data["lb1"]["bootcmd"]
+    finds_nics, makes_certificate = data["lb1"]["bootcmd"]
     assert "40-imagekit-interfaces.nft" in finds_nics[-1] and "route replace" not in finds_nics[-1]
+    assert "openssl req" in makes_certificate[-1]
 
 
 def test_duplicate_names_and_missing_roles(tmp_path: Path) -> None:
