@@ -403,13 +403,14 @@ class SiteRun:
         for member in off:
             member.vm.power_on()
             self.say(f"[site] {member.instance.name} powered on again (the suite turned it off)")
-        self._save_state(kept=True)
         deadline = time.monotonic() + self.boot_timeout
         for member in off:
             try:
                 self._wait_ssh(member, deadline)
             except ImagekitError as err:
                 self.say(f"[site] warning: {member.instance.name} did not come back: {err}")
+        # Kept only now: until then `site down` leaves this run alone (its owner is alive).
+        self._save_state(kept=True)
 
     def down(self) -> None:
         """Stop every instance and remove the namespace and the run's files."""

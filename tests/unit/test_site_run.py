@@ -111,7 +111,18 @@ def test_a_kept_site_powers_on_what_the_fault_check_turned_off(
     run, said = fake_run(tmp_path, monkeypatch)
     victim = run.members[2].vm
     victim.off = True
+    kept_while_waiting = []
+
+    def ssh(name: str, command: str, timeout: float) -> subprocess.CompletedProcess[str]:
+        state = json.loads((run.workdir / site_run.STATE).read_text())
+        kept_while_waiting.append(state["kept"])
+        return subprocess.CompletedProcess([], 0, "", "")
+
+    run._save_state(kept=False)
+    monkeypatch.setattr(run, "ssh", ssh)
     run.keep()
+    # A `site down` meanwhile must not take the site from under the wait.
+    assert kept_while_waiting == [False]
     assert victim.powered_on == 1
     assert [m.vm.powered_on for m in run.members] == [0, 0, 1, 0, 0]
     assert said == ["[site] web2 powered on again (the suite turned it off)"]
