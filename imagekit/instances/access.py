@@ -71,6 +71,18 @@ def cloud_init_errors(result: str) -> list[str]:
     return [" ".join(str(error).split()) for error in errors]
 
 
+# What a failure shows after its first line: the output of bootcmd, runcmd and the like.
+CLOUD_INIT_LOG_TAIL = "sudo tail -n 25 /var/log/cloud-init-output.log"
+
+
+def cloud_init_failure(errors: list[str], log_tail: str) -> str:
+    """One message for every backend: cloud-init's errors first (a pipeline prints only
+    that line), then its output log's tail."""
+    return (
+        f"cloud-init finished with errors: {'; '.join(errors)}\ncloud-init-output.log:\n{log_tail}"
+    )
+
+
 def run(client: paramiko.SSHClient, command: str, timeout: float) -> tuple[int, str]:
     _, stdout, _ = client.exec_command(command, timeout=timeout)
     output = stdout.read().decode(errors="replace")
@@ -118,11 +130,8 @@ def wait_until_ready(
             _, output = run(client, CLOUD_INIT_RESULT, max(deadline - time.monotonic(), 5))
             timings["cloud_init_done_s"] = round(time.monotonic() - started, 1)
             if errors := cloud_init_errors(output):
-                _, log = run(client, "sudo tail -n 25 /var/log/cloud-init-output.log", 30)
-                raise ImagekitError(
-                    f"cloud-init finished with errors: {'; '.join(errors)}\n"
-                    f"cloud-init-output.log:\n{log}"
-                )
+                _, log = run(client, CLOUD_INIT_LOG_TAIL, 30)
+                raise ImagekitError(cloud_init_failure(errors, log))
     except TimeoutError as err:
         raise ImagekitError(f"{err} within {timeout:.0f}s; console:\n{console()}") from None
     except (ImagekitError, OSError, paramiko.SSHException) as err:

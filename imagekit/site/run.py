@@ -26,7 +26,13 @@ from imagekit import processes, progress
 from imagekit.config import Config
 from imagekit.errors import ImagekitError, Interrupted, UserError
 from imagekit.files import write_private
-from imagekit.instances.access import CLOUD_INIT_RESULT, cloud_init_errors, make_key_pair
+from imagekit.instances.access import (
+    CLOUD_INIT_LOG_TAIL,
+    CLOUD_INIT_RESULT,
+    cloud_init_errors,
+    cloud_init_failure,
+    make_key_pair,
+)
 from imagekit.instances.qemu import Nic, QemuInstance
 from imagekit.manifest import Manifest, SiteTestRecord, utc_now
 from imagekit.roles import CHECKOUT
@@ -296,10 +302,8 @@ class SiteRun:
                 time.sleep(3)
             member.timings["cloud_init_done_s"] = round(time.monotonic() - started, 1)
             if errors := cloud_init_errors(done.stdout):
-                log = self.ssh(name, "sudo tail -n 20 /var/log/cloud-init-output.log", 30)
-                raise ImagekitError(
-                    f"cloud-init finished with errors: {'; '.join(errors)}\n{log.stdout}"
-                )
+                log = self.ssh(name, CLOUD_INIT_LOG_TAIL, 30)
+                raise ImagekitError(cloud_init_failure(errors, log.stdout))
         except ImagekitError as err:
             member.error = f"{err}\nconsole:\n{member.vm.console_tail()}"
 

@@ -60,13 +60,14 @@ def dns_boots(
 
     def boot(name: str, suite: bool, user_data: str = "#cloud-config\n") -> Boot:
         instance = QemuInstance(image, config.admin_user, name, user_data)
+        error = None
         try:
             try:
-                address, error = instance.start(), None
+                instance.start()
             except ImagekitError as err:
-                # cloud-init failed, but the instance is up: its identity can be read.
-                assert instance.address is not None, err
-                address, error = instance.address, str(err)
+                error = str(err)  # cloud-init failed; the instance is up, its identity readable
+            address = instance.address
+            assert address is not None, error
             result = None
             if suite:
                 result = suites.run_suite(config, "web", address, junit, [get_role("web").suite])
