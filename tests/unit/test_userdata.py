@@ -21,8 +21,24 @@ def test_every_role_renders_valid_cloud_config_from_its_example(role: str) -> No
     text = render_user_data(role, load_values(role, [EXAMPLES / f"{role}.yaml"], []), CACHE)
     assert text.startswith("#cloud-config\n")
     data = yaml.safe_load(text)
-    assert data["hostname"] and data["write_files"] and data["runcmd"]
+    assert data["hostname"] and data["write_files"]
     assert "ip addr replace" in data["bootcmd"][0][2]
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_first_boot_restarts_only_what_started_before_the_files(role: str) -> None:
+    """write_files runs in cloud-init's init stage, before sysinit.target: every service
+    but nftables (before the network) first starts with its files in place, and a
+    restart or reload in runcmd would only cost first-boot time."""
+    data = yaml.safe_load(
+        render_user_data(role, load_values(role, [EXAMPLES / f"{role}.yaml"], []), CACHE)
+    )
+    restarts = [
+        step[2]
+        for step in data.get("runcmd", [])
+        if step[:2] in (["systemctl", "restart"], ["systemctl", "reload"])
+    ]
+    assert restarts == (["nftables"] if role == "lb" else [])
 
 
 def test_set_wins_over_values_and_parses_yaml() -> None:
