@@ -216,12 +216,14 @@ def _module_name(path: str) -> str:
 def test_initramfs_is_zstd_with_the_vm_storage_drivers_only(image_root: Path) -> None:
     """imagekit-base's pre-install.d/07: MODULES=list, zstd. Only the listed drivers, what
     they depend on, and what initramfs-tools' own hooks add (dm-mod for dmsetup, fan for
-    thermal); no btrfs, xfs, nfs, infiniband or network drivers of MODULES=most. None is
-    loaded at every boot (conf/modules): udev loads what the VM's devices match."""
+    thermal); no btrfs, xfs, nfs, infiniband or network drivers of MODULES=most. Only the
+    config drive's CD-ROM driver is loaded at every boot (conf/modules): udev loads the disk
+    drivers the VM's devices match."""
     root, version = image_root, _kernel_version(image_root)
     initrd = root / f"boot/initrd.img-{version}"
     assert initrd.read_bytes()[:4] == b"\x28\xb5\x2f\xfd", "not one zstd archive"
     text = (root / "usr/share/imagekit/initramfs-drivers").read_text()
+    text += (root / "usr/share/initramfs-tools/modules.d/imagekit-config-drive").read_text()
     listed = [name for line in text.splitlines() if (name := line.split("#")[0].strip())]
     depends = subprocess.run(
         [
@@ -246,7 +248,7 @@ def test_initramfs_is_zstd_with_the_vm_storage_drivers_only(image_root: Path) ->
         ["cpio", "-t", "--quiet"], input=archive, check=True, capture_output=True
     ).stdout.decode()
     packed = {_module_name(p) for p in unpacked.splitlines() if ".ko" in p.rsplit("/", 1)[-1]}
-    assert {"virtio_blk", "virtio_scsi", "virtio_pci", "sd_mod"} <= packed
+    assert {"virtio_blk", "virtio_scsi", "virtio_pci", "sd_mod", "sr_mod"} <= packed
     assert packed <= allowed, sorted(packed - allowed)
     forced = subprocess.run(
         ["cpio", "-i", "--quiet", "--to-stdout", "conf/modules"],
@@ -254,7 +256,8 @@ def test_initramfs_is_zstd_with_the_vm_storage_drivers_only(image_root: Path) ->
         check=True,
         capture_output=True,
     ).stdout.decode()
-    assert not [line for line in forced.splitlines() if line.split("#")[0].strip()], forced
+    loaded = [line.split("#")[0].strip() for line in forced.splitlines()]
+    assert [name for name in loaded if name] == ["sr_mod"], forced
 
 
 def test_grub_has_no_font_or_media_making_tools(image_root: Path) -> None:
