@@ -213,6 +213,11 @@ def _module_name(path: str) -> str:
     return path.rsplit("/", 1)[-1].split(".ko")[0].replace("-", "_")
 
 
+def _module_list(text: str) -> list[str]:
+    """The names of an initramfs-tools module list, comments and blank lines dropped."""
+    return [name for line in text.splitlines() if (name := line.split("#")[0].strip())]
+
+
 def test_initramfs_is_zstd_with_the_vm_storage_drivers_only(image_root: Path) -> None:
     """imagekit-base's pre-install.d/07: MODULES=list, zstd. Only the listed drivers, what
     they depend on, and what initramfs-tools' own hooks add (dm-mod for dmsetup, fan for
@@ -224,7 +229,7 @@ def test_initramfs_is_zstd_with_the_vm_storage_drivers_only(image_root: Path) ->
     assert initrd.read_bytes()[:4] == b"\x28\xb5\x2f\xfd", "not one zstd archive"
     text = (root / "usr/share/imagekit/initramfs-drivers").read_text()
     text += (root / "usr/share/initramfs-tools/modules.d/imagekit-config-drive").read_text()
-    listed = [name for line in text.splitlines() if (name := line.split("#")[0].strip())]
+    listed = _module_list(text)
     depends = subprocess.run(
         [
             "modprobe",
@@ -256,8 +261,7 @@ def test_initramfs_is_zstd_with_the_vm_storage_drivers_only(image_root: Path) ->
         check=True,
         capture_output=True,
     ).stdout.decode()
-    loaded = [line.split("#")[0].strip() for line in forced.splitlines()]
-    assert [name for name in loaded if name] == ["sr_mod"], forced
+    assert _module_list(forced) == ["sr_mod"], forced
 
 
 def test_grub_has_no_font_or_media_making_tools(image_root: Path) -> None:
