@@ -323,6 +323,24 @@ def test_gnupg_keeps_what_apt_and_cloud_init_use(image_root: Path) -> None:
     assert not {"gpg", "gpg-agent", "dirmngr"} & auto
 
 
+def test_no_boot_units_or_login_managers_for_what_a_server_vm_lacks(image_root: Path) -> None:
+    """imagekit-base's install.d/63 and pre-install.d/51: no binfmt, DRM, EFI pstore or repart
+    units at every boot; no systemd user manager per login, but logind stays (ACPI power
+    button) with the system bus."""
+    units = image_root / "etc/systemd/system"
+    for unit in ("systemd-binfmt.service", "modprobe@drm.service", "systemd-repart.service"):
+        assert os.readlink(units / unit) == "/dev/null", unit
+    assert not list(units.glob("*.wants/systemd-pstore.service"))
+    gone = ("libpam-systemd", "dbus-user-session")
+    assert _dpkg_installed(image_root, *gone, "dbus", "systemd") == {
+        **dict.fromkeys(gone, False),
+        "dbus": True,
+        "systemd": True,
+    }
+    pam = (image_root / "etc/pam.d/common-session").read_text()
+    assert "pam_systemd" not in pam
+
+
 def test_no_python_doc_topics_or_test_runner(image_root: Path) -> None:
     """imagekit-base's pre-install.d/05 and finalise.d/95; the rest of the stdlib is there
     (the image's own python3, run in its read-only root)."""

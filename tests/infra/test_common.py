@@ -97,6 +97,17 @@ def test_cloud_init_finished_without_errors(host: Host) -> None:
     assert result["v1"]["errors"] == []
 
 
+def test_no_unit_failed_at_boot(host: Host) -> None:
+    """Nothing the image leaves out (masked units, packages) is missed by what stays."""
+    failed = host.check_output("systemctl list-units --failed --no-legend --plain")
+    assert failed == ""
+
+
+def test_a_login_starts_no_user_manager(host: Host) -> None:
+    """imagekit-base's pre-install.d/51: this SSH session has no systemd --user behind it."""
+    assert host.check_output("systemctl list-units --no-legend --plain 'user@*'") == ""
+
+
 def test_only_the_intended_datasources(host: Host, expected: dict[str, Any]) -> None:
     # The configured list, merged by cloud-init itself from cloud.cfg and cloud.cfg.d/.
     configured = host.check_output(
