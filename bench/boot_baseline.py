@@ -1,12 +1,12 @@
 #!/usr/bin/env python3
-"""Benchmark: first boot of the web image vs DIB's plain image, side by side, in one run.
+"""Benchmark: first boot of the web image vs DIB's plain image, alternating, in one run.
 
 The baseline is what DIB makes without imagekit: debian-minimal, vm, cloud-init and
 nginx, sshd (+ ifupdown and a DHCP client, so that it gets an address). Each round boots
 the newest web build (with the role's example user data, as `imagekit test` does)
-and the baseline at the same time (both read into the host's cache first), in throwaway
-qemu VMs (1 vCPU each), and times SSH and "cloud-init done"; prints medians,
-web/baseline ratios and both sizes.
+and the baseline, one after the other (each first in every other round, both read into
+the host's cache first), in throwaway qemu VMs (1 vCPU), and times SSH and "cloud-init
+done"; prints medians, web/baseline ratios and both sizes.
 Run as root from the checkout: bench/boot_baseline.py [--rounds N]
 """
 
@@ -14,7 +14,6 @@ import argparse
 import shutil
 import statistics
 import tempfile
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from build_web import MIB, baseline_build
@@ -60,15 +59,11 @@ def main() -> None:
                 while f.read(1 << 20):
                     pass
         for n in range(args.rounds):
-            # Both at once, one core each: the host's noise (its neighbours) slows both alike.
-            # One after the other, the baseline's boot in a round took 65 to 110 s.
-            with ThreadPoolExecutor(max_workers=2) as pool:
-                running = {
-                    name: pool.submit(boot, path, user, user_data, f"bench-{name}{n}")
-                    for name, (path, user, user_data) in boots.items()
-                }
-                for name, future in running.items():
-                    times[name].append(future.result())
+            # Each goes first in every other round, so that neither pays alone for what the
+            # host did just before a round.
+            for name in ("web", "baseline") if n % 2 == 0 else ("baseline", "web"):
+                path, user, user_data = boots[name]
+                times[name].append(boot(path, user, user_data, f"bench-{name}{n}"))
             print(
                 f"round {n + 1}: web {times['web'][-1]}, baseline {times['baseline'][-1]}",
                 flush=True,
