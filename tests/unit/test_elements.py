@@ -136,3 +136,18 @@ def test_image_apt_sources_replace_the_build_mirrors(tmp_path: Path) -> None:
         "deb https://sec.test/debian-security bookworm-security main\n"
     )
     assert sorted(p.name for p in (etc_apt / "sources.list.d").iterdir()) == ["vendor.list"]
+
+
+def test_imagekit_installed_names_only_installed_packages() -> None:
+    """imagekit-base's bin/imagekit-installed, run against this host's dpkg database."""
+    if not shutil.which("dpkg-query"):
+        pytest.skip("needs dpkg")
+    helper = ELEMENTS_DIR / "imagekit-base" / "bin" / "imagekit-installed"
+
+    def installed(*names: str) -> list[str]:
+        out = subprocess.run([helper, *names], capture_output=True, text=True, check=True).stdout
+        return out.split()
+
+    assert installed("dpkg", "no-such-package-here") == ["dpkg"]
+    assert installed("no-such-package-here") == []
+    assert "dpkg" in installed("dpk*")
