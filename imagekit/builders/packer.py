@@ -15,6 +15,7 @@ import signal
 import subprocess
 import time
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
 
 import openstack.config
@@ -112,6 +113,20 @@ def variables(
     }
 
 
+def environment(config: Config, work: Path, base: Mapping[str, str]) -> dict[str, str]:
+    """Packer's environment: `base`, the shared plugin/ISO cache, no update check, and its
+    temporary files in the build's work dir, which goes with the build (Packer 1.6.6 leaves
+    its cd_files staging directory, packer_to_cdrom*, behind in TMPDIR)."""
+    tmp = work / "tmp"
+    tmp.mkdir(parents=True, exist_ok=True)
+    return {
+        **base,
+        "PACKER_CACHE_DIR": str(config.cache_dir / "packer"),
+        "CHECKPOINT_DISABLE": "1",  # no update check to the vendor's servers
+        "TMPDIR": str(tmp),
+    }
+
+
 def openstack_environment(cloud: str) -> dict[str, str]:
     """How Packer's openstack source finds the cloud: the same clouds.yaml entry (and
     secure.yaml) that openstacksdk found, read by Packer itself, so that application
@@ -172,11 +187,7 @@ def build(
             )
             var_file = work / "variables.json"
             var_file.write_text(json.dumps(variables(config, role, base, work, key_file), indent=2))
-            env = {
-                **os.environ,
-                "PACKER_CACHE_DIR": str(config.cache_dir / "packer"),
-                "CHECKPOINT_DISABLE": "1",  # no update check to the vendor's servers
-            }
+            env = environment(config, work, os.environ)
             run_logged(
                 [
                     *("packer", "build", "-color=false", "-only=qemu.role"),
@@ -288,12 +299,11 @@ def build_on_cloud(config: Config, role: str, cloud: str, progress: Progress | N
             }
             if floating_ip is not None:
                 variables |= {"floating_ip": floating_ip.id, "floating_ip_network": ""}
-            env = {
-                **{k: v for k, v in os.environ.items() if not k.startswith("OS_")},
-                **openstack_environment(cloud),
-                "PACKER_CACHE_DIR": str(config.cache_dir / "packer"),
-                "CHECKPOINT_DISABLE": "1",
-            }
+            env = environment(
+                config,
+                work,
+                {k: v for k, v in os.environ.items() if not k.startswith("OS_")},
+            ) | openstack_environment(cloud)
             with contextlib.ExitStack() as stack:
                 if settings.ssh_proxy_command:
                     port = stack.enter_context(socks_for_proxy_command(settings.ssh_proxy_command))

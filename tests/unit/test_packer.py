@@ -92,3 +92,16 @@ def test_packer_reads_the_same_clouds_yaml_entry_itself(
     assert env == {"OS_CLOUD": "prod", "OS_CLIENT_CONFIG_FILE": str(clouds)}
     with pytest.raises(UserError, match="--cloud nope"):
         packer.openstack_environment("nope")
+
+
+def test_packer_keeps_its_temporary_files_in_the_build_work_dir(
+    write_config: WriteConfig, tmp_path: Path
+) -> None:
+    """Packer 1.6.6 leaves its cd_files staging dir in TMPDIR: under `work`, it goes with it."""
+    config = load_config(write_config("ssh_keys: [{key}]\n"))
+    work = tmp_path / "work"
+    env = packer.environment(config, work, {"PATH": "/usr/bin", "TMPDIR": "/tmp"})
+    assert env["TMPDIR"] == str(work / "tmp") and (work / "tmp").is_dir()
+    assert env["PATH"] == "/usr/bin"
+    assert env["PACKER_CACHE_DIR"] == str(config.cache_dir / "packer")
+    assert env["CHECKPOINT_DISABLE"] == "1"
