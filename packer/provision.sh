@@ -53,6 +53,31 @@ rm -f "$proxy_conf"
 # What DIB builds end with (sysprep, then imagekit-finish's finalise.d/99).
 "$finish/finalise.d/99-imagekit-machine-id"
 cloud-init clean --logs
-# Tell the (discard-enabled) disk which blocks are free, so the image stays small.
-sync
-fstrim -av || true
+
+# What this VM's own run leaves goes at its shutdown (Packer's shutdown_command,
+# or Nova's stop), once the services that write it as they stop have stopped:
+# the RNG seed, the DHCP lease, wtmp, the journal (moved to /run first). The
+# unit and its script live in /run (noexec: bash reads the script), so neither
+# is in the image.
+install -m 0644 "$finish/bin/imagekit-sysprep" /run/imagekit-sysprep
+cat > /run/systemd/system/imagekit-sysprep.service <<'UNIT'
+[Unit]
+Description=Remove what the imagekit build VM's run left
+DefaultDependencies=no
+After=local-fs.target
+Before=shutdown.target systemd-random-seed.service systemd-update-utmp.service
+Before=systemd-journal-flush.service networking.service ssh.service
+Conflicts=shutdown.target
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/bin/true
+ExecStop=/bin/journalctl --relinquish-var
+ExecStop=/bin/bash /run/imagekit-sysprep
+# Tell the (discard-enabled) disk which blocks are free, the removed ones too, so
+# the image stays small and carries none of their data.
+ExecStop=-/sbin/fstrim -av
+UNIT
+systemctl daemon-reload
+systemctl start imagekit-sysprep.service

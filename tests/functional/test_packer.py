@@ -36,6 +36,15 @@ def test_web_built_with_packer_in_a_local_vm(config: Config, tmp_path: Path) -> 
         assert (root / "etc/machine-id").read_text() == ""
         assert not (root / "var/lib/cloud/instances").exists()
         assert not (root / "root/.ssh/authorized_keys").exists(), "the build VM's key for root"
+        # What the build VM's run wrote, some of it as it shut down (imagekit-sysprep).
+        assert not (root / "var/lib/systemd/random-seed").exists()
+        assert not list((root / "var/log/journal").iterdir()), "named by its machine id"
+        assert not list((root / "var/lib/systemd/timers").glob("stamp-*"))
+        assert not list((root / "var/lib/dhcp").glob("*.leases"))
+        assert not (root / "etc/udev/rules.d/70-persistent-net.rules").exists()
+        assert (root / "var/log/wtmp").stat().st_size == 0
+        assert (root / "etc/hostname").read_text() == "debian\n"
+        assert "packer" not in (root / "etc/hosts").read_text()
         assert apt_source_uris(root) == {
             config.mirrors.image_main,
             config.mirrors.image_security,

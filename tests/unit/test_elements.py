@@ -151,3 +151,37 @@ def test_imagekit_installed_names_only_installed_packages() -> None:
     assert installed("dpkg", "no-such-package-here") == ["dpkg"]
     assert installed("no-such-package-here") == []
     assert "dpkg" in installed("dpk*")
+
+
+def test_imagekit_sysprep_removes_what_a_booted_build_vm_left(tmp_path: Path) -> None:
+    """imagekit-finish's bin/imagekit-sysprep, on a tree laid out like a Packer build VM's
+    root at its shutdown: its run's files go, the image's own stay."""
+    run_files = [
+        "var/lib/systemd/random-seed",
+        "var/log/journal/8b587e883fbc4c36a05aba695d7ad2b3/system.journal",
+        "var/lib/systemd/timers/stamp-phpsessionclean.timer",
+        "var/lib/systemd/timesync/clock",
+        "var/lib/dhcp/dhclient.ens3.leases",
+        "etc/udev/rules.d/70-persistent-net.rules",
+        "etc/network/interfaces.d/50-cloud-init",
+        "etc/sudoers.d/90-cloud-init-users",
+        "home/admin/.sudo_as_admin_successful",
+    ]
+    kept = ["etc/udev/rules.d/80-local.rules", "etc/sudoers.d/README", "home/admin/.profile"]
+    for name in run_files + kept + ["var/log/wtmp", "var/log/btmp", "var/log/lastlog"]:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("from the build VM\n")
+    (tmp_path / "etc/hostname").write_text("packer-web\n")
+    (tmp_path / "etc/hosts").write_text("127.0.1.1 packer-web packer-web\n127.0.0.1 localhost\n")
+    (tmp_path / "etc/os-release").write_text('PRETTY_NAME="Debian GNU/Linux 12"\nID=debian\n')
+
+    script = ELEMENTS_DIR / "imagekit-finish" / "bin" / "imagekit-sysprep"
+    subprocess.run([script, str(tmp_path)], capture_output=True, check=True)
+
+    assert [n for n in run_files if (tmp_path / n).exists()] == []
+    assert (tmp_path / "var/log/journal").is_dir(), "journald's persistent storage stays on"
+    assert all((tmp_path / n).is_file() for n in kept)
+    assert all((tmp_path / "var/log" / n).stat().st_size == 0 for n in ("wtmp", "btmp", "lastlog"))
+    assert (tmp_path / "etc/hostname").read_text() == "debian\n"
+    hosts = (tmp_path / "etc/hosts").read_text()
+    assert "packer" not in hosts and "127.0.0.1\tlocalhost" in hosts
