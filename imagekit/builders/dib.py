@@ -110,7 +110,12 @@ def build(config: Config, role: str, progress: Progress | None = None) -> Path:
     the build directory (image, sha256, log, manifest)."""
     base = base_layer(config)
     on = BaseLayer(key=base.record.key, build_dir=base.record.base_build)
-    return _build(config, role, {"DIB_IMAGEKIT_LAYER": str(base.tar)}, progress, on)
+    env = {
+        "DIB_IMAGEKIT_LAYER": str(base.tar),
+        # What the role asked for stays, even if a build tool brought it first.
+        "DIB_IMAGEKIT_ROLE_PACKAGES": " ".join(config.role_packages(role)),
+    }
+    return _build(config, role, env, progress, on)
 
 
 def base_layer(config: Config) -> layer.Layer:

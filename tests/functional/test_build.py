@@ -370,3 +370,30 @@ def test_the_base_layer_is_built_once_and_is_a_clean_root(config: Config, tmp_pa
         check=True,
     )
     assert (tmp_path / "usr/sbin/start-stop-daemon").read_bytes()[:4] == b"\x7fELF"
+
+
+def test_rsync_only_where_a_package_depends_on_it(image_root: Path, config: Config) -> None:
+    """imagekit-layer's post-install.d/90: DIB's install-static (web, db) copies a role's
+    static/ files with rsync, which then stays only for a package that depends on it (db's
+    mariadb-server), as in a Packer build of the role."""
+    assert not [role for role in ROLES if "rsync" in config.role_packages(role)]
+    listed = subprocess.run(
+        [
+            "dpkg-query",
+            f"--admindir={image_root}/var/lib/dpkg",
+            "-W",
+            "-f",
+            "${db:Status-Abbrev}\t${Package}\t${Depends}, ${Pre-Depends}\n",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    dependents = [
+        package
+        for status, package, depends in (line.split("\t") for line in listed.splitlines())
+        if status.startswith("ii") and re.search(r"(^|, )rsync\b", depends)
+    ]
+    installed = _dpkg_installed(image_root, "rsync")["rsync"]
+    assert installed == bool(dependents), dependents
+    assert (image_root / "etc/init.d/rsync").exists() == installed, "purged, not removed"
