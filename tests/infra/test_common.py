@@ -108,14 +108,6 @@ def test_a_login_starts_no_user_manager(host: Host) -> None:
     assert host.check_output("systemctl list-units --no-legend --plain 'user@*'") == ""
 
 
-def test_sshd_and_cloud_final_have_the_larger_cpu_share_while_booting(host: Host) -> None:
-    """imagekit-base's install.d/63, as systemd loaded it: SSH comes up before the role's
-    services and the rest of basic.target's take the vCPU."""
-    for unit in ("ssh.service", "cloud-final.service"):
-        weight = host.check_output(f"systemctl show -p StartupCPUWeight --value {unit}")
-        assert weight == "1000", unit
-
-
 def test_only_the_intended_datasources(host: Host, expected: dict[str, Any]) -> None:
     # The configured list, merged by cloud-init itself from cloud.cfg and cloud.cfg.d/.
     configured = host.check_output(
